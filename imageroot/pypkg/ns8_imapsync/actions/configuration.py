@@ -1,0 +1,63 @@
+"""configure-module, get-configuration: which mail module the tasks sync into.
+
+The binding is the mail module's UUID (stable across renames and moves);
+MAIL_HOST and MAIL_PORT are the endpoint it publishes in its `srv` key, kept
+in the environment so the service and the container need no Redis access.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ns8_imapsync import ns8
+
+SERVICE = "imapsync.service"
+
+
+def provider_for(mail_server: str) -> dict | None:
+    found = ns8.imap_providers({"module_uuid": mail_server})
+    return found[0] if found else None
+
+
+def validate_configure(request: dict) -> None:
+    """configure-module/02validate: the mail server must publish IMAP."""
+    if provider_for(request["mail_server"]) is None:
+        ns8.fail_validation(
+            [{"field": "mail_server", "parameter": "mail_server", "value": request["mail_server"],
+              "error": "mail_server_is_not_valid"}],
+            3,
+        )
+
+
+def configure(request: dict) -> None:
+    """configure-module/20configure."""
+    provider = provider_for(request["mail_server"])
+    assert provider is not None  # validated by the previous step
+    ns8.set_env({
+        "MAIL_SERVER": request["mail_server"],
+        "MAIL_HOST": request["mail_host"],
+        "MAIL_PORT": str(provider.get("port") or "143"),
+        "MAIL_MODULE": provider["module_id"],
+    })
+
+
+def get_configuration() -> dict:
+    providers = ns8.imap_providers()
+    return {
+        "mail_server": ns8.env_get("MAIL_SERVER", "") or "",
+        "mail_host": ns8.env_get("MAIL_HOST", "") or "",
+        "mail_server_URL": [
+            {
+                "name": p["module_id"],
+                "label": f"{p['module_id']} ({p.get('mail_hostname', '')})",
+                "value": f"{p['module_uuid']},{p['host']}",
+            }
+            for p in providers
+            if p.get("module_uuid")
+        ],
+    }
+
+
+def main_get_configuration() -> None:
+    json.dump(get_configuration(), sys.stdout)

@@ -1,0 +1,40 @@
+"""Atomic file writes with the right mode from the first byte.
+
+A crash must never leave a half-written task file, and a secret must never
+exist, even for an instant, with a mode wider than 0600: so the temp file is
+created with its final mode, fsynced, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o600) -> None:
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # umask may have narrowed or widened it
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def ensure_dir(path: str | os.PathLike, mode: int = 0o700) -> Path:
+    path = Path(path)
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    return path

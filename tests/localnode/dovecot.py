@@ -1,0 +1,567 @@
+"""Two real Dovecot 2.3 instances for the local node, driven from Python.
+
+`mail1` plays the NS8 mail module (`/` separator, master user, FILTER=SIEVE,
+TLS required for non-trusted clients) and `remote` plays a hosting provider
+(Maildir++, `.` separator). Both listen on loopback addresses only and keep
+everything (config, users, logs, sockets, mail) under `ImapServer.dir`, so
+several nodes can run side by side.
+
+As root, mail belongs to a dedicated system user (created on demand) and
+Dovecot's own users `dovecot`/`dovenull` run the internal and login
+processes; as non-root, everything runs as the caller with chroot disabled.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from localnode.config import ImapServer, NodeConfig
+
+MAIL_SYSTEM_USER = "localnode-mail"
+DOVECOT_BIN = "dovecot"
+DOVEADM_BIN = "doveadm"
+DOVECONF_BIN = "doveconf"
+SYSTEM_DH = Path("/usr/share/dovecot/dh.pem")
+FILTER_SIEVE_PLUGIN = Path("/usr/lib/dovecot/modules/lib95_imap_filter_sieve_plugin.so")
+LMTP_BIN = Path("/usr/lib/dovecot/lmtp")
+# NS8 trusts its VPN; our clients come from 127.0.0.1, which is not trusted.
+MAIL1_TRUSTED_NETWORKS = "10.5.4.0/24"
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+class DovecotError(RuntimeError):
+    """A Dovecot instance could not be configured, started or driven."""
+
+
+# ---------------------------------------------------------------------------
+# identity
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who owns mail and who runs Dovecot's unprivileged processes."""
+
+    root: bool
+    mail_uid: int
+    mail_gid: int
+    mail_user: str
+    internal_user: str
+    internal_group: str
+    login_user: str
+
+
+def _identity(create: bool = False) -> _Identity:
+    """Root: a dedicated mail user + dovecot/dovenull; else the caller for everything."""
+    if os.geteuid() != 0:
+        pw = pwd.getpwuid(os.geteuid())
+        group = grp.getgrgid(os.getegid()).gr_name
+        return _Identity(False, pw.pw_uid, os.getegid(), pw.pw_name, pw.pw_name, group, pw.pw_name)
+    try:
+        pw = pwd.getpwnam(MAIL_SYSTEM_USER)
+    except KeyError:
+        if not create:
+            raise DovecotError(f"system user {MAIL_SYSTEM_USER} missing (start() creates it)") from None
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", MAIL_SYSTEM_USER],
+            check=True, capture_output=True,
+        )
+        pw = pwd.getpwnam(MAIL_SYSTEM_USER)
+    for name in ("dovecot", "dovenull"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            raise DovecotError(f"system user {name} missing (is dovecot-core installed?)") from None
+    return _Identity(True, pw.pw_uid, pw.pw_gid, MAIL_SYSTEM_USER, "dovecot", "dovecot", "dovenull")
+
+
+def _check_binaries() -> None:
+    """Fail early with the Debian package names instead of an obscure exec error."""
+    missing = [b for b in (DOVECOT_BIN, DOVEADM_BIN, DOVECONF_BIN, "openssl") if shutil.which(b) is None]
+    if missing or not FILTER_SIEVE_PLUGIN.exists() or not LMTP_BIN.exists():
+        raise DovecotError(
+            f"missing {missing or 'dovecot plugins'}; install dovecot-core dovecot-imapd dovecot-sieve "
+            "dovecot-lmtpd dovecot-managesieved openssl"
+        )
+
+
+def _check_reachable(path: Path, ident: _Identity) -> None:
+    """As root, the mail and dovecot users must be able to traverse to the state dir."""
+    if not ident.root:
+        return
+    for user in (ident.mail_user, ident.internal_user):
+        pw = pwd.getpwnam(user)
+        groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+        for d in [path, *path.parents]:
+            st = d.stat()
+            if st.st_uid == pw.pw_uid:
+                ok = st.st_mode & 0o100
+            elif st.st_gid in groups:
+                ok = st.st_mode & 0o010
+            else:
+                ok = st.st_mode & 0o001
+            if not ok:
+                raise DovecotError(
+                    f"{d} is not searchable by user {user}, so Dovecot cannot reach {path}; "
+                    f"use a state dir under world-searchable parents (or chmod o+x {d})"
+                )
+
+
+# ---------------------------------------------------------------------------
+# TLS material
+# ---------------------------------------------------------------------------
+
+
+def _ensure_cert(cfg: NodeConfig) -> None:
+    """Self-signed cert valid for localhost and the node's loopback addresses."""
+    d = cfg.ssl_dir
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o755)
+    cert, key = d / "cert.pem", d / "key.pem"
+    if not (cert.is_file() and cert.stat().st_size and key.is_file() and key.stat().st_size):
+        tmp_cert, tmp_key = d / "cert.pem.tmp", d / "key.pem.tmp"
+        san = f"subjectAltName=DNS:localhost,IP:127.0.0.1,IP:{cfg.vpn_ip},IP:{cfg.remote_ip}"
+        proc = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+             "-subj", "/CN=localhost", "-addext", san, "-keyout", str(tmp_key), "-out", str(tmp_cert)],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise DovecotError(f"openssl req failed: {proc.stderr.strip()}")
+        os.chmod(tmp_key, 0o600)
+        os.chmod(tmp_cert, 0o644)
+        os.replace(tmp_key, key)
+        os.replace(tmp_cert, cert)
+    os.chmod(key, 0o600)
+    dh = d / "dh.pem"
+    if not dh.exists() and SYSTEM_DH.is_file():
+        shutil.copyfile(SYSTEM_DH, dh)
+        os.chmod(dh, 0o644)
+
+
+# ---------------------------------------------------------------------------
+# configuration files
+# ---------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str, mode: int = 0o644, group: str | None = None) -> None:
+    """Atomic write, so a running Dovecot never reads half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    if group is not None:
+        shutil.chown(tmp, group=group)
+    os.replace(tmp, path)
+
+
+def _passwd_line(user: str, password: str, extra: str = "") -> str:
+    """A passwd-file line; passwords are stored verbatim ({PLAIN}), only ':' and newlines are impossible."""
+    if ":" in user or any(c in user + password for c in ":\r\n") or not user:
+        raise DovecotError(f"user {user!r}: ':' and newlines cannot be stored in a passwd-file")
+    return f"{user}:{{PLAIN}}{password}::::::{extra}\n"
+
+
+def _write_users(server: ImapServer, ident: _Identity) -> None:
+    d = Path(server.dir)
+    group = ident.internal_group if ident.root else None
+    disabled = set(server.disabled_users)
+    lines = [
+        _passwd_line(u, p, "nologin reason=disabled" if u in disabled else "")
+        for u, p in server.users.items()
+    ]
+    _write(d / "users", "".join(lines), 0o640, group)
+    if server.master_user:
+        _write(d / "master-users", _passwd_line(server.master_user, server.master_password or ""), 0o640, group)
+    if server.name == "mail1" or server.disabled_users:
+        _write(d / "disabled-users", "".join(f"{u}\n" for u in server.disabled_users))
+
+
+def _special_use_block() -> str:
+    return "".join(
+        f"  mailbox {name} {{\n    special_use = \\{name}\n  }}\n"
+        for name in ("Drafts", "Sent", "Trash", "Junk", "Archive")
+    )
+
+
+def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> str:
+    """The whole dovecot.conf of one instance (no include of /etc/dovecot)."""
+    d = Path(server.dir)
+    ssl = cfg.ssl_dir
+    is_mail1 = server.name == "mail1"
+    mail_dir = d / "mail"
+    layout = ":LAYOUT=fs" if server.separator == "/" else ""
+    out: list[str] = [
+        f"# generated by tests/localnode/dovecot.py for node {cfg.state_dir}; rewritten on each start",
+        f"instance_name = localnode-{cfg.port_base}-{server.name}",
+        f"base_dir = {d}/run",
+        f"state_dir = {d}/state",
+        f"log_path = {d}/log/dovecot.log",
+        f"info_log_path = {d}/log/dovecot.log",
+        f"debug_log_path = {d}/log/dovecot.log",
+        f"listen = {server.host}",
+        f"protocols = {'imap lmtp sieve' if is_mail1 else 'imap'}",
+        f"ssl = {'required' if is_mail1 else 'yes'}",
+        f"ssl_cert = <{ssl}/cert.pem",
+        f"ssl_key = <{ssl}/key.pem",
+    ]
+    if (ssl / "dh.pem").exists():
+        out.append(f"ssl_dh = <{ssl}/dh.pem")
+    out += [
+        "ssl_min_protocol = TLSv1.2",
+        "disable_plaintext_auth = no",
+        "auth_mechanisms = plain login",
+        "auth_cache_size = 1M",
+        f"default_internal_user = {ident.internal_user}",
+        f"default_internal_group = {ident.internal_group}",
+        f"default_login_user = {ident.login_user}",
+        f"first_valid_uid = {ident.mail_uid}",
+        f"last_valid_uid = {ident.mail_uid}",
+        "default_process_limit = 300",
+        "default_client_limit = 2000",
+        "mail_max_userip_connections = 200",
+        f"mail_home = {mail_dir}/%u",
+        f"mail_location = maildir:~/Maildir{layout}",
+    ]
+    if is_mail1:
+        out += [
+            "auth_username_format = %Ln",
+            f"login_trusted_networks = {MAIL1_TRUSTED_NETWORKS}",
+            "auth_master_user_separator = *",
+            "mail_plugins = acl",
+        ]
+    else:
+        out.append("mail_plugins =")
+    out += [
+        "namespace inbox {",
+        "  type = private",
+        "  inbox = yes",
+        f"  separator = {server.separator}",
+        "  prefix =",
+        _special_use_block().rstrip("\n"),
+        "}",
+    ]
+    if is_mail1:
+        # As NS8: a public namespace and other users' shared folders, through the acl plugin.
+        out += [
+            "namespace public {",
+            "  type = public",
+            "  separator = /",
+            "  prefix = Public/",
+            f"  location = maildir:{d}/public:LAYOUT=fs:INDEXPVT=~/Maildir/public",
+            "  subscriptions = no",
+            "  list = children",
+            "}",
+            "namespace shared {",
+            "  type = shared",
+            "  separator = /",
+            "  prefix = Shared/%%u/",
+            f"  location = maildir:{mail_dir}/%%u/Maildir:LAYOUT=fs:INDEXPVT=~/Maildir/shared/%%u",
+            "  subscriptions = no",
+            "  list = children",
+            "}",
+        ]
+    chroot = "" if ident.root else "  chroot =\n"
+    out += [
+        "service imap-login {",
+        "  inet_listener imap {",
+        f"    address = {server.host}",
+        f"    port = {server.imap_port}",
+        "  }",
+        "  inet_listener imaps {",
+        f"    address = {server.host}",
+        f"    port = {server.imaps_port}",
+        "    ssl = yes",
+        "  }",
+        "  process_limit = 300",
+        chroot + "}",
+        "service imap {",
+        "  process_limit = 300",
+        "}",
+    ]
+    if not ident.root:
+        for svc in ("pop3-login", "submission-login", "managesieve-login", "anvil", "imap-urlauth-login"):
+            out += [f"service {svc} {{", "  chroot =", "}"]
+    out += [
+        "userdb {",
+        "  driver = passwd-file",
+        f"  args = username_format=%u {d}/users",
+        f"  default_fields = uid={ident.mail_uid} gid={ident.mail_gid}",
+        f"  override_fields = uid={ident.mail_uid} gid={ident.mail_gid}",
+        "}",
+    ]
+    if is_mail1:
+        out += [
+            "passdb {",
+            "  driver = passwd-file",
+            f"  args = scheme=PLAIN username_format=%u {d}/master-users",
+            "  master = yes",
+            "  pass = yes",
+            "}",
+        ]
+    out += [
+        "passdb {",
+        "  driver = passwd-file",
+        f"  args = scheme=PLAIN username_format=%u {d}/users",
+        "}",
+    ]
+    if is_mail1:
+        out += [
+            "service managesieve-login {",
+            "  inet_listener sieve {",
+            f"    address = {server.host}",
+            f"    port = {server.sieve_port}",
+            "  }",
+            "}",
+            "service lmtp {",
+            "  unix_listener lmtp {",
+            "    mode = 0666",
+            "  }",
+            "}",
+            "protocol imap {",
+            "  mail_plugins = $mail_plugins imap_acl imap_sieve imap_filter_sieve",
+            "}",
+            "protocol lmtp {",
+            "  mail_plugins = $mail_plugins sieve",
+            "  postmaster_address = postmaster@localhost",
+            "}",
+            "lmtp_save_to_detail_mailbox = no",
+            "plugin {",
+            "  acl = vfile",
+            f"  acl_shared_dict = file:{d}/shared/shared-mailboxes.db",
+            "  sieve = file:~/sieve;active=~/.dovecot.sieve",
+            f"  imapsieve_url = sieve://{server.host}:{server.sieve_port}",
+            "}",
+        ]
+    return "\n".join(line for line in out if line != "") + "\n"
+
+
+def _prepare(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
+    """Directories, users and config of one instance."""
+    d = Path(server.dir)
+    for sub in ("run", "state", "log", "mail", "public", "shared"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    for p in (d, d / "run", d / "state", d / "log"):
+        os.chmod(p, 0o755)
+    if server.name != "mail1":
+        for sub in ("public", "shared"):
+            (d / sub).rmdir()
+    if ident.root:
+        for sub in ("mail", "public", "shared"):
+            if (d / sub).exists():
+                os.chown(d / sub, ident.mail_uid, ident.mail_gid)
+    _write_users(server, ident)
+    _write(Path(server.config), _render_conf(cfg, server, ident))
+    proc = subprocess.run([DOVECONF_BIN, "-c", server.config, "-n"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DovecotError(f"invalid config {server.config}: {proc.stderr.strip()}")
+
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+
+
+def _servers(cfg: NodeConfig) -> list[ImapServer]:
+    return [cfg.mail1, cfg.remote]
+
+
+def _ports(server: ImapServer) -> list[int]:
+    return [p for p in (server.imap_port, server.imaps_port, server.sieve_port) if p]
+
+
+def _log_file(server: ImapServer) -> Path:
+    return Path(server.dir) / "log" / "dovecot.log"
+
+
+def _master_pid(server: ImapServer) -> int | None:
+    """The running master of this instance, checked against /proc so a stale pid file is ignored."""
+    pidfile = Path(server.dir) / "run" / "master.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if server.config.encode() in cmdline:
+        return pid
+    return None
+
+
+def pids(server: ImapServer) -> list[int]:
+    """Every process of this instance: the master (by its -c argument) and children (by CONFIG_FILE)."""
+    conf = server.config.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if conf in cmdline or b"CONFIG_FILE=" + conf in environ:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """True if we could listen there (a listener of another process makes bind fail)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_ports(server: ImapServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for port in _ports(server):
+        while not _port_open(server.host, port):
+            if _master_pid(server) is None and time.monotonic() > deadline - timeout + 1:
+                raise DovecotError(
+                    f"dovecot {server.name} exited before opening {server.host}:{port}; see {_log_file(server)}"
+                )
+            if time.monotonic() > deadline:
+                raise DovecotError(
+                    f"dovecot {server.name} did not open {server.host}:{port} within {timeout:.0f}s; "
+                    f"see {_log_file(server)}"
+                )
+            time.sleep(0.05)
+
+
+def _start_one(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
+    if _master_pid(server) is not None:
+        _wait_ports(server, START_TIMEOUT)
+        return
+    busy = [p for p in _ports(server) if not _port_free(server.host, p)]
+    if busy:
+        raise DovecotError(
+            f"cannot start dovecot {server.name}: {server.host} port(s) {busy} already in use by another "
+            "process (another node with the same port base?)"
+        )
+    _prepare(cfg, server, ident)
+    proc = subprocess.run([DOVECOT_BIN, "-c", server.config], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DovecotError(
+            f"dovecot {server.name} failed to start: {proc.stderr.strip()}; see {_log_file(server)}"
+        )
+    _wait_ports(server, START_TIMEOUT)
+
+
+def start(cfg: NodeConfig) -> None:
+    """Start mail1 and remote (idempotent: running instances are left alone)."""
+    _check_binaries()
+    ident = _identity(create=True)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    _check_reachable(cfg.state_dir, ident)
+    cfg.dovecot_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(cfg.dovecot_dir, 0o755)
+    _ensure_cert(cfg)
+    for server in _servers(cfg):
+        _start_one(cfg, server, ident)
+
+
+def _stop_one(server: ImapServer) -> None:
+    master = _master_pid(server)
+    if master is not None:
+        try:
+            os.kill(master, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if not pids(server):
+            return
+        time.sleep(0.05)
+    for pid in pids(server):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while pids(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pids(server):
+        raise DovecotError(f"dovecot {server.name} processes {pids(server)} survived SIGKILL")
+
+
+def stop(cfg: NodeConfig) -> None:
+    """Stop both instances (idempotent); no process of this node survives."""
+    for server in reversed(_servers(cfg)):
+        _stop_one(server)
+
+
+def status(cfg: NodeConfig) -> dict[str, bool]:
+    """Whether each instance's master process is running."""
+    return {s.name: _master_pid(s) is not None for s in _servers(cfg)}
+
+
+# ---------------------------------------------------------------------------
+# administration
+# ---------------------------------------------------------------------------
+
+
+def doveadm(
+    server: ImapServer, *args: str, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run `doveadm -c <config> ARGS` for this instance, output captured (bytes)."""
+    proc = subprocess.run([DOVEADM_BIN, "-c", server.config, *args], input=input, capture_output=True)
+    if check and proc.returncode != 0:
+        raise DovecotError(
+            f"doveadm {' '.join(args)} on {server.name} exited {proc.returncode}: "
+            f"{proc.stderr.decode(errors='replace').strip()}"
+        )
+    return proc
+
+
+def _user_dir_name(server: ImapServer, user: str) -> str:
+    name = user.lower() if server.name == "mail1" else user
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise DovecotError(f"bad user name {user!r}")
+    return name
+
+
+def wipe(server: ImapServer, user: str | None = None) -> None:
+    """Delete a user's home (mail, indexes, sieve scripts), or every user's; sessions are kicked first."""
+    mail_dir = Path(server.dir) / "mail"
+    running = _master_pid(server) is not None
+    users = [_user_dir_name(server, user)] if user is not None else (
+        sorted(p.name for p in mail_dir.iterdir()) if mail_dir.is_dir() else []
+    )
+    for name in users:
+        if running:
+            doveadm(server, "kick", name, check=False)
+        target = mail_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+    if user is None and (Path(server.dir) / "public").is_dir():
+        for p in (Path(server.dir) / "public").iterdir():
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
