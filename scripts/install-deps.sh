@@ -45,12 +45,12 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$want" ]
 fi
 
 # .venv-host: what NS8's agent environment offers actions and bin/ helpers
-# (stdlib + requirements-host.txt, nothing else). The local node runs actions with it.
-want=$(stamp_of requirements-host.txt)
+# (stdlib + requirements-agent-env.txt + requirements-pypkg.txt, nothing else). The local node runs actions with it.
+want=$(stamp_of requirements-agent-env.txt requirements-pypkg.txt)
 if [ ! -x .venv-host/bin/python ] || [ "$(cat .venv-host/.stamp 2>/dev/null)" != "$want" ]; then
     echo "install-deps: building .venv-host"
     "$PYTHON" -m venv .venv-host
     .venv-host/bin/pip install -q --upgrade pip
-    .venv-host/bin/pip install -q -r requirements-host.txt
+    .venv-host/bin/pip install -q -r requirements-agent-env.txt -r requirements-pypkg.txt
     echo "$want" > .venv-host/.stamp
 fi

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "up":
         node.up(cfg)
         print(f"local node up: state in {cfg.state_dir}, endpoints in {cfg.node_json}")
-        print(f"  PATH=$PWD/tests/localnode/bin:$PATH api-cli run module/imapsync1/get-configuration")
+        print("  PATH=$PWD/tests/localnode/bin:$PATH api-cli run module/imapsync1/get-configuration")
         return 0
     if args.verb == "down":
         node.down(cfg)

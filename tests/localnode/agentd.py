@@ -73,18 +73,16 @@ class AgentWorker:
         return redisd.connect(self.cfg)
 
     def serve(self) -> None:
-        rdb = self.conn()
+        rdb = redisd.connect(self.cfg, client_name=self.spec.agent_id)
         queue = f"{self.spec.agent_id}/tasks"
         while not self.stopping.is_set():
             try:
-                rdb.client_setname(self.spec.agent_id)
                 item = rdb.brpop([queue], timeout=POLL_INTERVAL)
             except redis.RedisError as exc:
                 if self.stopping.is_set():
                     return
                 self.journal.write(self.ident, f"<3>redis error: {exc}")
                 time.sleep(1)
-                rdb = self.conn()
                 continue
             if item is None:
                 continue

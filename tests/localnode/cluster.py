@@ -121,6 +121,10 @@ def module_env(cfg: NodeConfig, module_id: str) -> dict[str, str]:
         # lets the stand-ins (podman, systemctl, api-cli) find this node
         "LOCALNODE_DIR": str(cfg.state_dir),
     }
+    # the api-server's own Redis login, used by the agent.tasks stand-in where
+    # NS8 would POST to the api-server (roles are still checked)
+    api_user, api_pw = redisd.cluster_credentials(cfg)
+    env.update({"LOCALNODE_API_REDIS_USER": api_user, "LOCALNODE_API_REDIS_PASSWORD": api_pw})
     env.update(node_agent_env(cfg))
     env.update(
         {
@@ -191,7 +195,7 @@ def seed_cluster_keys(cfg: NodeConfig) -> None:
     rdb.set("cluster/network", "10.5.4.0/24")
     rdb.setnx("cluster/node_sequence", nid)
     rdb.hset("roles/admin", "cluster", "owner")
-    rdb.hset(f"roles/admin", f"node/{nid}", "owner")
+    rdb.hset("roles/admin", f"node/{nid}", "owner")
 
 
 def _redis_acl_user(cfg: NodeConfig, module_id: str, password: str) -> None:

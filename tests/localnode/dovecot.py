@@ -14,9 +14,9 @@ processes; as non-root, everything runs as the caller with chroot disabled.
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
@@ -168,7 +168,7 @@ def _write(path: Path, text: str, mode: int = 0o644, group: str | None = None) -
 
 def _passwd_line(user: str, password: str, extra: str = "") -> str:
     """A passwd-file line; passwords are stored verbatim ({PLAIN}), only ':' and newlines are impossible."""
-    if ":" in user or any(c in user + password for c in ":\r\n") or not user:
+    if not user or any(c in user + password for c in ":\r\n"):
         raise DovecotError(f"user {user!r}: ':' and newlines cannot be stored in a passwd-file")
     return f"{user}:{{PLAIN}}{password}::::::{extra}\n"
 
@@ -184,6 +184,8 @@ def _write_users(server: ImapServer, ident: _Identity) -> None:
     _write(d / "users", "".join(lines), 0o640, group)
     if server.master_user:
         _write(d / "master-users", _passwd_line(server.master_user, server.master_password or ""), 0o640, group)
+        # As NS8's global-acl: the master user (the ACL identity of `user*vmail` sessions) may do anything.
+        _write(d / "global-acl", f"* user={server.master_user} lrwstipekxa\n", 0o644)
     if server.name == "mail1" or server.disabled_users:
         _write(d / "disabled-users", "".join(f"{u}\n" for u in server.disabled_users))
 
@@ -223,6 +225,8 @@ def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> str:
         "disable_plaintext_auth = no",
         "auth_mechanisms = plain login",
         "auth_cache_size = 1M",
+        # Tests try wrong passwords on purpose: do not make each failure cost 2 s.
+        "auth_failure_delay = 0",
         f"default_internal_user = {ident.internal_user}",
         f"default_internal_group = {ident.internal_group}",
         f"default_login_user = {ident.login_user}",
@@ -240,6 +244,8 @@ def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> str:
             f"login_trusted_networks = {MAIL1_TRUSTED_NETWORKS}",
             "auth_master_user_separator = *",
             "mail_plugins = acl",
+            # imap_sieve reads /shared/imapsieve/script; without attributes every APPEND logs an error.
+            "mail_attribute_dict = file:%h/Maildir/dovecot-attributes",
         ]
     else:
         out.append("mail_plugins =")
@@ -290,6 +296,8 @@ def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> str:
         "  process_limit = 300",
         "}",
     ]
+    # No growing auth penalty per client IP: tests fail logins on purpose, all from 127.0.0.1.
+    out += ["service anvil {", "  unix_listener anvil-auth-penalty {", "    mode = 0", "  }", "}"]
     if not ident.root:
         for svc in ("pop3-login", "submission-login", "managesieve-login", "anvil", "imap-urlauth-login"):
             out += [f"service {svc} {{", "  chroot =", "}"]
@@ -338,7 +346,7 @@ def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> str:
             "}",
             "lmtp_save_to_detail_mailbox = no",
             "plugin {",
-            "  acl = vfile",
+            f"  acl = vfile:{d}/global-acl",
             f"  acl_shared_dict = file:{d}/shared/shared-mailboxes.db",
             "  sieve = file:~/sieve;active=~/.dovecot.sieve",
             f"  imapsieve_url = sieve://{server.host}:{server.sieve_port}",
@@ -401,20 +409,34 @@ def _master_pid(server: ImapServer) -> int | None:
     return None
 
 
+def _is_dovecot_exe(pid: str) -> bool:
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return exe.startswith("/usr/lib/dovecot/") or os.path.basename(exe).startswith("dove")
+
+
 def pids(server: ImapServer) -> list[int]:
-    """Every process of this instance: the master (by its -c argument) and children (by CONFIG_FILE)."""
+    """Every process of this instance, even orphans whose master died.
+
+    Dovecot overwrites its children's argv and environ with a title, so they
+    are recognised by their working or root directory (base_dir, a chroot or a
+    mail home, all under `server.dir`); the master by its `-c` argument.
+    """
     conf = server.config.encode()
+    prefix = server.dir.rstrip("/") + "/"
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or not _is_dovecot_exe(entry):
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            dirs = [os.readlink(f"/proc/{entry}/{link}") + "/" for link in ("cwd", "root")]
         except OSError:
             continue
-        if conf in cmdline or b"CONFIG_FILE=" + conf in environ:
-            found.append(int(entry.name))
+        if conf in cmdline or any(d.startswith(prefix) for d in dirs):
+            found.append(int(entry))
     return sorted(found)
 
 
@@ -440,19 +462,26 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def _wait_ports(server: ImapServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    """Wait until every listener accepts; fail fast (naming the log) if the master died."""
+    started = time.monotonic()
     for port in _ports(server):
         while not _port_open(server.host, port):
-            if _master_pid(server) is None and time.monotonic() > deadline - timeout + 1:
+            elapsed = time.monotonic() - started
+            if elapsed > 1 and _master_pid(server) is None:
                 raise DovecotError(
                     f"dovecot {server.name} exited before opening {server.host}:{port}; see {_log_file(server)}"
                 )
-            if time.monotonic() > deadline:
+            if elapsed > timeout:
                 raise DovecotError(
                     f"dovecot {server.name} did not open {server.host}:{port} within {timeout:.0f}s; "
                     f"see {_log_file(server)}"
                 )
             time.sleep(0.05)
+    # Listeners exist before the daemonised master writes master.pid: wait for it too.
+    while _master_pid(server) is None:
+        if time.monotonic() - started > timeout:
+            raise DovecotError(f"dovecot {server.name} wrote no master.pid; see {_log_file(server)}")
+        time.sleep(0.02)
 
 
 def _start_one(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
@@ -466,11 +495,15 @@ def _start_one(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
             "process (another node with the same port base?)"
         )
     _prepare(cfg, server, ident)
-    proc = subprocess.run([DOVECOT_BIN, "-c", server.config], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DovecotError(
-            f"dovecot {server.name} failed to start: {proc.stderr.strip()}; see {_log_file(server)}"
-        )
+    # The daemon inherits stdout/stderr: give it a file, not a pipe we would wait on forever.
+    errfile = Path(server.dir) / "log" / "startup.err"
+    with open(errfile, "wb") as err:
+        rc = subprocess.run(
+            [DOVECOT_BIN, "-c", server.config], stdin=subprocess.DEVNULL, stdout=err, stderr=err
+        ).returncode
+    if rc != 0:
+        msg = errfile.read_text(errors="replace").strip()
+        raise DovecotError(f"dovecot {server.name} failed to start: {msg}; see {_log_file(server)}")
     _wait_ports(server, START_TIMEOUT)
 
 
@@ -483,38 +516,54 @@ def start(cfg: NodeConfig) -> None:
     cfg.dovecot_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(cfg.dovecot_dir, 0o755)
     _ensure_cert(cfg)
-    for server in _servers(cfg):
-        _start_one(cfg, server, ident)
+    started: list[ImapServer] = []
+    try:
+        for server in _servers(cfg):
+            if _master_pid(server) is None:
+                started.append(server)
+            _start_one(cfg, server, ident)
+    except BaseException:
+        # Leave nothing half-up: a caller whose start() failed never calls stop().
+        _stop_all(started)
+        raise
 
 
-def _stop_one(server: ImapServer) -> None:
-    master = _master_pid(server)
-    if master is not None:
+def _signal_all(pids_: list[int], sig: int) -> None:
+    for pid in pids_:
         try:
-            os.kill(master, signal.SIGTERM)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + STOP_TIMEOUT
+
+
+def _wait_gone(server: ImapServer, timeout: float, master_only: bool = False) -> bool:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pids(server):
-            return
+        if (_master_pid(server) is None) if master_only else not pids(server):
+            return True
         time.sleep(0.05)
-    for pid in pids(server):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 5
-    while pids(server) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pids(server):
-        raise DovecotError(f"dovecot {server.name} processes {pids(server)} survived SIGKILL")
+    return False
+
+
+def _stop_all(servers: list[ImapServer]) -> None:
+    """TERM the masters (in parallel: each takes ~1 s), then TERM what they left behind, then KILL."""
+    masters = [m for m in (_master_pid(s) for s in servers) if m is not None]
+    _signal_all(masters, signal.SIGTERM)
+    for server in servers:
+        _wait_gone(server, STOP_TIMEOUT, master_only=True)
+    # Sessions (imap, imap-login, log) may outlive their master until their client goes.
+    _signal_all([p for s in servers for p in pids(s)], signal.SIGTERM)
+    if all(_wait_gone(s, 2) for s in servers):
+        return
+    _signal_all([p for s in servers for p in pids(s)], signal.SIGKILL)
+    left = [p for s in servers if not _wait_gone(s, 5) for p in pids(s)]
+    if left:
+        raise DovecotError(f"dovecot processes {left} survived SIGKILL")
 
 
 def stop(cfg: NodeConfig) -> None:
     """Stop both instances (idempotent); no process of this node survives."""
-    for server in reversed(_servers(cfg)):
-        _stop_one(server)
+    _stop_all(_servers(cfg))
 
 
 def status(cfg: NodeConfig) -> dict[str, bool]:

@@ -34,13 +34,18 @@ def cluster_credentials(cfg: NodeConfig) -> tuple[str, str]:
     return "cluster", _cluster_password(cfg)
 
 
-def connect(cfg: NodeConfig, user: str | None = "cluster", password: str | None = None) -> redis.Redis:
+def connect(
+    cfg: NodeConfig, user: str | None = "cluster", password: str | None = None, client_name: str | None = None
+) -> redis.Redis:
+    """A client; no socket timeout, since blocking pops wait longer than
+    redis-py's default, and a named client keeps its name on reconnects."""
     if user == "cluster" and password is None:
         password = _cluster_password(cfg)
-    kw = {}
+    kw: dict = {}
     if user and user != "default":
         kw = {"username": user, "password": password}
-    return redis.Redis(host="127.0.0.1", port=cfg.redis_port, decode_responses=True, **kw)
+    return redis.Redis(host="127.0.0.1", port=cfg.redis_port, decode_responses=True, socket_timeout=None,
+                       socket_connect_timeout=5, client_name=client_name, **kw)
 
 
 def _pidfile(cfg: NodeConfig) -> Path:

@@ -2,7 +2,7 @@
 
 Host side (actions, bin/ helpers) may import only the standard library,
 `agent` (through `ns8_imapsync.ns8` alone), redis, jsonschema, requests and
-the pure-Python extras of requirements-host.txt. Container side (the sync
+the pure-Python extras of requirements-pypkg.txt. Container side (the sync
 engines, the bulk migrator) lives in the `imap`, `sync` and `bulk`
 subpackages and may use the package's full dependencies.
 """

@@ -8,6 +8,7 @@ in the environment so the service and the container need no Redis access.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 from ns8_imapsync import ns8
@@ -61,3 +62,18 @@ def get_configuration() -> dict:
 
 def main_get_configuration() -> None:
     json.dump(get_configuration(), sys.stdout)
+
+
+def on_mail_settings_changed(payload: dict) -> None:
+    """events/mail-settings-changed: every mail module fires it; act only on
+    ours, refreshing the endpoint and restarting the service if it runs."""
+    ours = ns8.env_get("MAIL_SERVER")
+    if not ours or payload.get("module_uuid") != ours:
+        return
+    provider = provider_for(ours)
+    if provider is None:
+        ns8.log(f"mail server {ours} no longer publishes IMAP", ns8.SD_WARNING)
+        return
+    ns8.set_env({"MAIL_HOST": provider["host"], "MAIL_PORT": str(provider.get("port") or "143"),
+                 "MAIL_MODULE": provider["module_id"]})
+    subprocess.run(["systemctl", "--user", "try-restart", SERVICE], check=False)

@@ -1,0 +1,82 @@
+"""Shared fixtures: one local node per test session, reached as a user would.
+
+The node runs in its own state dir and port base, so a developer's `make up`
+node (default `.localnode/`, ports 16xxx) is never touched by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from localnode import node
+from localnode.config import LOCALNODE_SRC, NodeConfig
+
+TEST_PORT_BASE = int(os.environ.get("LOCALNODE_TEST_PORT_BASE", "26000"))
+
+
+@dataclass
+class Cli:
+    """Runs the node's commands with the environment an administrator has."""
+
+    cfg: NodeConfig
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LOCALNODE_DIR"] = str(self.cfg.state_dir)
+        env["PATH"] = f"{LOCALNODE_SRC / 'bin'}:{env['PATH']}"
+        env.pop("PYTHONPATH", None)
+        return env
+
+    def run(self, *argv: str, input: str | None = None, cwd: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, env=self.env, input=input,
+                              cwd=cwd, timeout=timeout)
+
+    def api(self, action: str, data: object = None, *, raw_data: str | None = None) -> subprocess.CompletedProcess:
+        args = ["api-cli", "run", action]
+        if raw_data is not None:
+            args += ["--data", raw_data]
+        elif data is not None:
+            args += ["--data", json.dumps(data)]
+        return self.run(*args)
+
+    def api_ok(self, action: str, data: object = None) -> object:
+        proc = self.api(action, data)
+        assert proc.returncode == 0, f"{action} failed ({proc.returncode}): {proc.stderr}"
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def localnode():
+    # not under pytest's 0700 tmp root: the Dovecot mail user must reach its files
+    state = Path(tempfile.mkdtemp(prefix="localnode-test-"))
+    state.chmod(0o755)
+    cfg = NodeConfig(state_dir=state, port_base=TEST_PORT_BASE)
+    try:
+        node.up(cfg)
+        yield cfg
+    finally:
+        node.down(cfg)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cli(localnode: NodeConfig) -> Cli:
+    return Cli(localnode)
+
+
+@pytest.fixture(scope="session")
+def configured(cli: Cli) -> dict:
+    """imapsync1 bound to mail1, as an administrator does from Settings."""
+    conf = cli.api_ok("module/imapsync1/get-configuration")
+    uuid, host = conf["mail_server_URL"][0]["value"].split(",", 1)
+    cli.api_ok("module/imapsync1/configure-module", {"mail_server": uuid, "mail_host": host})
+    return {"mail_server": uuid, "mail_host": host}
