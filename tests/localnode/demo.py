@@ -105,7 +105,7 @@ def main() -> int:
     print()
     print("The local node keeps running. Reach it with:")
     print("  export PATH=$PWD/tests/localnode/bin:$PATH")
-    print("  api-cli run module/imapsync1/list-tasks")
+    print("  api-cli run module/imapsync1/" + ("list-tasks" if "list-tasks" in actions else "get-configuration"))
     print("  runagent -m imapsync1 ls imapsync")
     print(f"Endpoints and test credentials: {cfg.node_json}")
     print("Stop it with: make down")
