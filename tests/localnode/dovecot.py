@@ -4,7 +4,8 @@
 TLS required for non-trusted clients) and `remote` plays a hosting provider
 (Maildir++, `.` separator). Both listen on loopback addresses only and keep
 everything (config, users, logs, sockets, mail) under `ImapServer.dir`, so
-several nodes can run side by side.
+several nodes can run side by side. (When `<dir>/run` is too long for unix
+socket paths, it is a symlink to a short dir in the system tmp dir.)
 
 As root, mail belongs to a dedicated system user (created on demand) and
 Dovecot's own users `dovecot`/`dovenull` run the internal and login
@@ -42,7 +43,7 @@ MAIL1_TRUSTED_NETWORKS = "10.5.4.0/24"
 SUN_PATH_MAX = 107
 LONGEST_SOCKET = "/token-login/imap-urlauth"
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
+MASTER_GRACE = 1.5
 
 
 class DovecotError(RuntimeError):
@@ -78,12 +79,15 @@ def _identity(create: bool = False) -> _Identity:
     except KeyError:
         if not create:
             raise DovecotError(f"system user {MAIL_SYSTEM_USER} missing (start() creates it)") from None
-        subprocess.run(
+        proc = subprocess.run(
             ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
              "--shell", "/usr/sbin/nologin", MAIL_SYSTEM_USER],
-            check=True, capture_output=True,
+            capture_output=True, text=True,
         )
-        pw = pwd.getpwnam(MAIL_SYSTEM_USER)
+        try:  # another node may have created it meanwhile
+            pw = pwd.getpwnam(MAIL_SYSTEM_USER)
+        except KeyError:
+            raise DovecotError(f"useradd {MAIL_SYSTEM_USER} failed: {proc.stderr.strip()}") from None
     for name in ("dovecot", "dovenull"):
         try:
             pwd.getpwnam(name)
@@ -403,18 +407,16 @@ def _make_run_dir(server: ImapServer) -> None:
 def _prepare(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
     """Directories, users and config of one instance."""
     d = Path(server.dir)
-    for sub in ("state", "log", "mail", "public", "shared"):
+    # Written by mail processes (running as the mail user): mail, public folders, shared-mailbox dict.
+    mail_owned = ["mail", "public", "shared"] if server.name == "mail1" else ["mail"]
+    for sub in ("state", "log", *mail_owned):
         (d / sub).mkdir(parents=True, exist_ok=True)
     for p in (d, d / "state", d / "log"):
         os.chmod(p, 0o755)
     _make_run_dir(server)
-    if server.name != "mail1":
-        for sub in ("public", "shared"):
-            (d / sub).rmdir()
     if ident.root:
-        for sub in ("mail", "public", "shared"):
-            if (d / sub).exists():
-                os.chown(d / sub, ident.mail_uid, ident.mail_gid)
+        for sub in mail_owned:
+            os.chown(d / sub, ident.mail_uid, ident.mail_gid)
     _write_users(server, ident)
     _write(Path(server.config), _render_conf(cfg, server, ident))
     proc = subprocess.run([DOVECONF_BIN, "-c", server.config, "-n"], capture_output=True, text=True)
@@ -595,16 +597,29 @@ def _stop_all(servers: list[ImapServer]) -> None:
     """TERM the masters (in parallel: each takes ~1 s), then TERM what they left behind, then KILL."""
     masters = [m for m in (_master_pid(s) for s in servers) if m is not None]
     _signal_all(masters, signal.SIGTERM)
+    # A master normally exits within ~1 s, but right after start-up it can wait ~6 s
+    # for its auth/stats children; sessions (imap, imap-login) may outlive it until
+    # their client goes. Give it a moment, then TERM everything that is left.
+    deadline = time.monotonic() + MASTER_GRACE
     for server in servers:
-        _wait_gone(server, STOP_TIMEOUT, master_only=True)
-    # Sessions (imap, imap-login, log) may outlive their master until their client goes.
+        _wait_gone(server, max(0.0, deadline - time.monotonic()), master_only=True)
     _signal_all([p for s in servers for p in pids(s)], signal.SIGTERM)
     if all(_wait_gone(s, 2) for s in servers):
+        _remove_short_base_dirs(servers)
         return
     _signal_all([p for s in servers for p in pids(s)], signal.SIGKILL)
     left = [p for s in servers if not _wait_gone(s, 5) for p in pids(s)]
     if left:
         raise DovecotError(f"dovecot processes {left} survived SIGKILL")
+    _remove_short_base_dirs(servers)
+
+
+def _remove_short_base_dirs(servers: list[ImapServer]) -> None:
+    """Drop the socket dirs kept outside the state dir (see _base_dir) once nothing runs."""
+    for server in servers:
+        base = _base_dir(server)
+        if base != Path(server.dir) / "run" and base.is_dir() and not base.is_symlink():
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def stop(cfg: NodeConfig) -> None:
