@@ -95,9 +95,11 @@ def _text(value: bytes | str | None) -> str:
 
 
 @contextmanager
-def _raw_names(client: imapclient.IMAPClient) -> Iterator[None]:
+def _folder_encoding(client: imapclient.IMAPClient, encode: bool) -> Iterator[None]:
+    """IMAPClient's name encoding switched for one command: raw names must be
+    sent as the server gave them, or a name that does not round-trip is lost."""
     saved = client.folder_encode
-    client.folder_encode = False
+    client.folder_encode = encode
     try:
         yield
     finally:
@@ -106,7 +108,7 @@ def _raw_names(client: imapclient.IMAPClient) -> Iterator[None]:
 
 def list_folders(client: imapclient.IMAPClient) -> list[Folder]:
     """``LIST "" "*"``, keeping raw names, without \\Noselect / \\NonExistent entries."""
-    with _raw_names(client):
+    with _folder_encoding(client, False):
         rows = client.list_folders("", "*")
     folders: list[Folder] = []
     seen: set[bytes | str] = set()
@@ -282,12 +284,8 @@ def _folder_arg(folder: Folder | str) -> tuple[str, bool]:
 def _status_size(client: imapclient.IMAPClient, folder: Folder | str) -> FolderStat:
     arg, encode = _folder_arg(folder)
     name = folder if isinstance(folder, str) else folder.name
-    saved = client.folder_encode
-    client.folder_encode = encode
-    try:
+    with _folder_encoding(client, encode):
         status = client.folder_status(arg, ["MESSAGES", "SIZE"])
-    finally:
-        client.folder_encode = saved
     return FolderStat(name, int(status.get(b"MESSAGES", 0)), int(status.get(b"SIZE", 0)), None)
 
 
@@ -295,12 +293,8 @@ def _fetch_sizes(client: imapclient.IMAPClient, folder: Folder | str) -> FolderS
     """EXAMINE (read-only: no \\Seen, no \\Recent loss) then one ``FETCH 1:* RFC822.SIZE``."""
     arg, encode = _folder_arg(folder)
     name = folder if isinstance(folder, str) else folder.name
-    saved = client.folder_encode
-    client.folder_encode = encode
-    try:
+    with _folder_encoding(client, encode):
         info = client.select_folder(arg, readonly=True)
-    finally:
-        client.folder_encode = saved
     exists = int(info.get(b"EXISTS", 0))
     if exists == 0:
         return FolderStat(name, 0, 0, 0)
