@@ -11,12 +11,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from localnode import node
 from localnode.config import LOCALNODE_SRC, NodeConfig
+from localnode.imap_pair import Pair, start_pair, stop_pair
 
 TEST_PORT_BASE = int(os.environ.get("LOCALNODE_TEST_PORT_BASE", "26000"))
 
@@ -80,3 +82,13 @@ def configured(cli: Cli) -> dict:
     uuid, host = conf["mail_server_URL"][0]["value"].split(",", 1)
     cli.api_ok("module/imapsync1/configure-module", {"mail_server": uuid, "mail_host": host})
     return {"mail_server": uuid, "mail_host": host}
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    """Both Dovecots alone (no agents), fresh for each test module that asks."""
+    started = start_pair()
+    try:
+        yield started
+    finally:
+        stop_pair(started)

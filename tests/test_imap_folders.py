@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from imapclient import IMAPClient
+from localnode.imap_pair import Pair
 from ns8_imapsync.imap.connection import open_session
 from ns8_imapsync.imap.folders import (
     Folder,
@@ -23,7 +24,6 @@ from ns8_imapsync.imap.folders import (
     totals,
 )
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
-from test_imap_connection import Pair, start_pair, stop_pair
 
 # --------------------------------------------------------------------------- map_name
 
@@ -151,15 +151,6 @@ def test_folder_roundtrip_flag() -> None:
 
 
 # --------------------------------------------------------------------------- real Dovecot
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
-    started = start_pair()
-    try:
-        yield started
-    finally:
-        stop_pair(started)
 
 
 def _message(n: int, folder: str, size_pad: int) -> bytes:
