@@ -42,11 +42,9 @@ class Cli:
         return subprocess.run(list(argv), capture_output=True, text=True, env=self.env, input=input,
                               cwd=cwd, timeout=timeout)
 
-    def api(self, action: str, data: object = None, *, raw_data: str | None = None) -> subprocess.CompletedProcess:
+    def api(self, action: str, data: object = None) -> subprocess.CompletedProcess:
         args = ["api-cli", "run", action]
-        if raw_data is not None:
-            args += ["--data", raw_data]
-        elif data is not None:
+        if data is not None:
             args += ["--data", json.dumps(data)]
         return self.run(*args)
 

@@ -6,7 +6,9 @@ import imaplib
 import json
 import ssl
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 from localnode import cluster, node, redisd
 from localnode.config import LOCALNODE_SRC, NodeConfig
@@ -172,11 +174,8 @@ def test_both_dovecots_reachable_with_master_login(localnode: NodeConfig) -> Non
         assert typ == "OK"
 
 
-def test_down_leaves_no_process(tmp_path_factory) -> None:
+def test_down_leaves_no_process() -> None:
     """A second, throw-away node: up, then down, and nothing of it keeps running."""
-    import tempfile
-    from pathlib import Path
-
     state = Path(tempfile.mkdtemp(prefix="localnode-down-"))
     state.chmod(0o755)
     cfg = NodeConfig(state_dir=state, port_base=27000)

@@ -257,9 +257,9 @@ def add_module(cfg: NodeConfig, image: str) -> str:
         "NODE_ID": str(cfg.node_id),
         "MODULE_UUID": module_uuid,
     }
-    _write_env(state / "environment", env_lines)
+    write_env(state / "environment", env_lines)
     redis_pw = str(uuid.uuid4())
-    _write_env(
+    write_env(
         state / "agent.env",
         {
             "PATH": f"{install / 'bin'}:{node_path(cfg)}",
@@ -292,7 +292,8 @@ def add_module(cfg: NodeConfig, image: str) -> str:
     return mid
 
 
-def _write_env(path: Path, values: dict[str, str]) -> None:
+def write_env(path: Path, values: dict[str, str]) -> None:
+    """An agent env file: sorted KEY=VALUE lines, 0600, replaced atomically."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from localnode import cluster, dovecot, redisd
 from localnode.config import REPO_ROOT, NodeConfig
+from localnode.runner import read_envfile
 
 MAIL_HOSTNAME = "mail.domain.test"
 USER_DOMAIN = "domain.test"
@@ -80,7 +81,9 @@ def ensure_mail_module(cfg: NodeConfig) -> str:
     mid = cluster.add_module(cfg, "mail")
     state = cfg.module_state_dir(mid)
     m = cfg.mail1
-    _append_env(state / "environment", {"LOCALNODE_DOVECOT_CONF": m.config, "LOCALNODE_IMAP_PORT": str(m.imap_port)})
+    env = read_envfile(state / "environment")
+    env.update({"LOCALNODE_DOVECOT_CONF": m.config, "LOCALNODE_IMAP_PORT": str(m.imap_port)})
+    cluster.write_env(state / "environment", env)
     fd = os.open(state / "dovecot.env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f"DOVECOT_VMAIL_PASS={m.master_password}\n")
@@ -96,15 +99,6 @@ def ensure_imapsync_module(cfg: NodeConfig) -> str:
         if info["image"] == "imapsync":
             return mid
     return cluster.add_module(cfg, "imapsync")
-
-
-def _append_env(path: Path, values: dict[str, str]) -> None:
-    lines = [ln for ln in path.read_text().splitlines() if ln.split("=", 1)[0] not in values]
-    lines += [f"{k}={v}" for k, v in values.items()]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(sorted(lines)) + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def up(cfg: NodeConfig) -> None:
