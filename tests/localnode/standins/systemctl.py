@@ -234,8 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         print("systemctl: missing verb", file=sys.stderr)
         return 1
     verb, units = args[0], args[1:]
+    if verb == "daemon-reload":
+        return 0
+    if not units:
+        print(f"Too few arguments: systemctl {verb} needs a unit name.", file=sys.stderr)
+        return 1
     units = [u if "." in u else u + ".service" for u in units]
     rc = 0
+    unit = units[0]
     try:
         for unit in units:
             if verb == "start":
@@ -277,8 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"Failed to {verb} {unit}: {exc}", file=sys.stderr)
         return 5
-    if verb == "daemon-reload":
-        return 0
     return rc
 
 
