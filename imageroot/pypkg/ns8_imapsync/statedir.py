@@ -1,0 +1,117 @@
+"""The task files under the module state dir, read and written safely.
+
+Layout (relative to the state dir on the host; the container sees the
+`imapsync/` directory as `$IMAPSYNC_DIR`, `/etc/imapsync`):
+
+    imapsync/<localuser>_<task_id>.env    the task (task.Task), 0600
+    imapsync/<localuser>_<task_id>.pwd    the remote password, 0600
+    imapsync/<localuser>_<task_id>.log    the last run's log
+    imapsync/vmail.pwd                    the mail module's master password, 0600
+    cron/<localuser>_<task_id>.cron       the task's schedule, if any
+
+Every write is atomic (temp file + rename); directories are 0700. Names are
+built only from a validated `Task` (or validated localuser/task_id), never
+from raw input, so no path can leave these directories.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ns8_imapsync import files
+from ns8_imapsync.task import LOCALUSER_RE, TASK_ID_RE, Task, TaskError, format_env, parse_env
+
+SUFFIXES = (".env", ".pwd", ".log")
+
+
+def task_name(localuser: str, task_id: str) -> str:
+    if not LOCALUSER_RE.match(localuser):
+        raise TaskError("localuser", "localuser_is_not_valid", localuser)
+    if not TASK_ID_RE.match(task_id):
+        raise TaskError("task_id", "task_id_is_not_valid", task_id)
+    return f"{localuser}_{task_id}"
+
+
+@dataclass
+class Snapshot:
+    """The bytes of a task's files before a change, to put back on refusal."""
+
+    contents: dict[Path, bytes | None]
+
+    def restore(self) -> None:
+        for path, data in self.contents.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                files.write_atomic(path, data, 0o600)
+
+
+class StateDir:
+    def __init__(self, tasks_dir: str | os.PathLike = "imapsync", cron_dir: str | os.PathLike = "cron"):
+        self.tasks_dir = Path(tasks_dir)
+        self.cron_dir = Path(cron_dir)
+
+    def ensure(self) -> None:
+        files.ensure_dir(self.tasks_dir)
+        files.ensure_dir(self.cron_dir)
+
+    # ---- paths -------------------------------------------------------------
+    def path(self, name: str, suffix: str) -> Path:
+        return self.tasks_dir / f"{name}{suffix}"
+
+    def cron_path(self, name: str) -> Path:
+        return self.cron_dir / f"{name}.cron"
+
+    @property
+    def master_password_path(self) -> Path:
+        return self.tasks_dir / "vmail.pwd"
+
+    # ---- tasks ---------------------------------------------------------------
+    def load(self, localuser: str, task_id: str) -> Task | None:
+        p = self.path(task_name(localuser, task_id), ".env")
+        try:
+            return Task.from_env(parse_env(p.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def tasks(self) -> list[Task]:
+        """Every readable task, sorted by name; an unreadable file is skipped
+        (it must not hide the other tasks from the administrator)."""
+        found = []
+        if not self.tasks_dir.is_dir():
+            return found
+        for p in sorted(self.tasks_dir.glob("*.env")):
+            try:
+                found.append(Task.from_env(parse_env(p.read_text())))
+            except (KeyError, ValueError, OSError):
+                continue
+        return found
+
+    def has_password(self, task: Task) -> bool:
+        return self.path(task.name, ".pwd").exists()
+
+    def read_password(self, task: Task) -> str:
+        return self.path(task.name, ".pwd").read_text().rstrip("\n")
+
+    def snapshot(self, name: str) -> Snapshot:
+        contents: dict[Path, bytes | None] = {}
+        for p in [self.path(name, ".env"), self.path(name, ".pwd"), self.cron_path(name)]:
+            contents[p] = p.read_bytes() if p.exists() else None
+        return Snapshot(contents)
+
+    def save(self, task: Task, password: str | None) -> None:
+        """Write the task; `password=None` keeps the stored one."""
+        self.ensure()
+        if password is not None:
+            files.write_atomic(self.path(task.name, ".pwd"), password + "\n", 0o600)
+        files.write_atomic(self.path(task.name, ".env"), format_env(task.to_env()), 0o600)
+
+    def delete(self, localuser: str, task_id: str) -> bool:
+        name = task_name(localuser, task_id)
+        existed = self.path(name, ".env").exists()
+        for suffix in SUFFIXES:
+            self.path(name, suffix).unlink(missing_ok=True)
+        self.cron_path(name).unlink(missing_ok=True)
+        return existed

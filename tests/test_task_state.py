@@ -1,0 +1,104 @@
+"""Task values, the task file format (ours and the reference module's), StateDir, cron files."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from ns8_imapsync import schedule
+from ns8_imapsync.statedir import StateDir
+from ns8_imapsync.task import Task, TaskError, format_env, parse_env
+
+BASE = dict(localuser="u2", task_id="abc123", remotehostname="imap.example.org", remoteport=143,
+            remoteusername="alice@example.org")
+
+
+def test_round_trip_keeps_hostile_but_printable_values(tmp_path) -> None:
+    task = Task(**BASE, exclude=["^Junk$", "Sent Items", r"^Archive/20\d\d$"], cron="5m",
+                foldersynchronization="exclusion", delete_remote=True, delete_remote_older=30)
+    task.remoteusername = 'o\'brien "q" $HOME;`x`, y'
+    state = StateDir(tmp_path / "imapsync", tmp_path / "cron")
+    state.save(task, 'p a,s"s\'w$rd`\\')
+    back = state.load("u2", "abc123")
+    assert back == task
+    assert state.read_password(task) == 'p a,s"s\'w$rd`\\'
+    for suffix in (".env", ".pwd"):
+        assert stat.S_IMODE(os.stat(state.path(task.name, suffix)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "imapsync").st_mode) == 0o700
+
+
+def test_empty_password_on_edit_keeps_the_stored_one(tmp_path) -> None:
+    state = StateDir(tmp_path / "imapsync", tmp_path / "cron")
+    task = Task(**BASE)
+    state.save(task, "first")
+    task.remoteport = 993
+    state.save(task, None)
+    assert state.read_password(task) == "first"
+    assert state.load("u2", "abc123").remoteport == 993
+
+
+@pytest.mark.parametrize("field,value", [
+    ("localuser", "../etc"), ("localuser", "u2;rm"), ("localuser", "U2"), ("localuser", "x" * 33),
+    ("task_id", "../../x"), ("task_id", "a b"), ("task_id", "-x"), ("task_id", ""),
+    ("remotehostname", "host\nEVIL=1"), ("remoteusername", "a\x00b"), ("cron", "2d"), ("cron", "60m"),
+    ("cron", "24h"), ("cron", "*/5 * * * *"), ("security", "starttls"), ("foldersynchronization", "some"),
+    ("remoteport", 0), ("remoteport", 70000), ("exclude", ["(unclosed"]), ("exclude", ["a\nb"]),
+])
+def test_bad_values_name_the_field(field, value) -> None:
+    with pytest.raises(TaskError) as exc:
+        Task(**{**BASE, field: value})
+    assert exc.value.field == field
+
+
+def test_newline_never_reaches_the_file() -> None:
+    with pytest.raises(TaskError):
+        format_env({"REMOTEHOSTNAME": "a\nCRON=1m"})
+
+
+def test_reference_module_files_are_read() -> None:
+    ref = parse_env(
+        "\nTASK_ID=28ofi1\nLOCALUSER=u2\nREMOTEUSERNAME=u3\nREMOTEHOSTNAME=10.5.4.1\nREMOTEPORT=143\n"
+        "SECURITY=--tls1\nDELETE_LOCAL=\nDELETEFOLDER=\nEXCLUDE=,Junk,Drafts\n"
+        "DELETE_REMOTE=--delete1older=15\nSIEVE_ENABLED=1\nEXPUNGE_REMOTE=\nCRON=5m\n"
+        "FOLDER_INBOX=--folder\\ 'INBOX'\nFOLDERSYNCHRONIZATION=inbox\n")
+    task = Task.from_env(ref)
+    assert (task.security, task.delete_remote, task.delete_remote_older) == ("tls", True, 15)
+    assert task.exclude == ["Junk", "Drafts"] and task.cron == "5m"
+    assert (task.foldersynchronization, task.sieve_enabled) == ("inbox", True)
+    assert Task.from_env(parse_env(format_env(task.to_env()))) == task
+    plain = Task.from_env({**ref, "SECURITY": "--ssl1", "DELETE_REMOTE": "--delete1", "SIEVE_ENABLED": ""})
+    assert (plain.security, plain.delete_remote, plain.delete_remote_older, plain.sieve_enabled) == \
+        ("ssl", True, 0, False)
+
+
+def test_api_shape() -> None:
+    api = Task(**BASE, exclude=["Junk", "Drafts"], cron="1h").to_api()
+    assert api["remotepassword"] == "" and api["remoteport"] == "143" and api["exclude"] == "Junk,Drafts"
+    assert Task.from_request({**api, "remoteport": 143}) == Task(**BASE, exclude=["Junk", "Drafts"], cron="1h")
+
+
+def test_cron_files(tmp_path) -> None:
+    state = StateDir(tmp_path / "imapsync", tmp_path / "cron")
+    state.save(Task(**{**BASE, "task_id": "facta1"}, cron="5m"), "pw")
+    state.save(Task(**{**BASE, "task_id": "every2"}, cron="2h"), "pw")
+    state.save(Task(**{**BASE, "task_id": "manual"}), "pw")
+    (tmp_path / "cron").joinpath("u2_gone.cron").write_text("stale")
+    assert schedule.expand(state, "10.5.4.1") == ["u2_every2", "u2_facta1"]
+    text = (tmp_path / "cron" / "u2_facta1.cron").read_text()
+    assert text.splitlines()[0] == "MAIL_HOST=10.5.4.1"
+    assert "*/5 * * * * root /usr/local/bin/syncctl start u2_facta1" in text.splitlines()
+    assert "0 */2 * * * root /usr/local/bin/syncctl start u2_every2" in \
+        (tmp_path / "cron" / "u2_every2.cron").read_text().splitlines()
+    assert sorted(p.name for p in (tmp_path / "cron").iterdir()) == ["u2_every2.cron", "u2_facta1.cron"]
+
+
+def test_delete_removes_every_file(tmp_path) -> None:
+    state = StateDir(tmp_path / "imapsync", tmp_path / "cron")
+    task = Task(**BASE, cron="5m")
+    state.save(task, "pw")
+    schedule.write(state, task, "h")
+    state.path(task.name, ".log").write_text("log")
+    assert state.delete("u2", "abc123") is True
+    assert list((tmp_path / "imapsync").iterdir()) == [] and list((tmp_path / "cron").iterdir()) == []
+    assert state.delete("u2", "abc123") is False
