@@ -17,6 +17,7 @@ from raw input, so no path can leave these directories.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ns8_imapsync import files
 from ns8_imapsync.task import LOCALUSER_RE, TASK_ID_RE, Task, TaskError, format_env, parse_env
 
 SUFFIXES = (".env", ".pwd", ".log")
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}_[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def task_name(localuser: str, task_id: str) -> str:
@@ -75,6 +77,16 @@ class StateDir:
             return Task.from_env(parse_env(p.read_text()))
         except FileNotFoundError:
             return None
+
+    def load_name(self, name: str) -> Task | None:
+        """The task `<localuser>_<task_id>` (how syncctl and cron name it)."""
+        if not NAME_RE.match(name):
+            raise TaskError("task", "task_name_is_not_valid", name)
+        try:
+            task = Task.from_env(parse_env(self.path(name, ".env").read_text()))
+        except FileNotFoundError:
+            return None
+        return task if task.name == name else None
 
     def tasks(self) -> list[Task]:
         """Every readable task, sorted by name; an unreadable file is skipped

@@ -1,20 +1,42 @@
 """syncctl: the sync container's entry point (see the README).
 
 `syncctl {start|stop|status|validation|list-informations} <localuser>_<task_id>`.
+Task files are read from $IMAPSYNC_DIR (the image sets /etc/imapsync).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from ns8_imapsync import __version__
+from ns8_imapsync.statedir import StateDir
+from ns8_imapsync.task import TaskError
+
+EXIT_NO_TASK = 6
 
 
-def state_dir() -> str:
-    """Where the task files are mounted (the image sets IMAPSYNC_DIR)."""
-    return os.environ.get("IMAPSYNC_DIR", "/etc/imapsync")
+def state() -> StateDir:
+    tasks = os.environ.get("IMAPSYNC_DIR", "/etc/imapsync")
+    return StateDir(tasks, os.environ.get("CRON_DIR", "/etc/cron.d"))
+
+
+def cmd_validation(name: str) -> int:
+    """Check the remote login of a task; prints {ok, error, reason} as JSON."""
+    from ns8_imapsync.imap.connection import Endpoint, check_login
+    from ns8_imapsync.imap.errors import ACTION_EXIT_CODES
+
+    st = state()
+    task = st.load_name(name)
+    if task is None:
+        print(json.dumps({"ok": False, "error": "task_not_found", "reason": f"no task {name}"}))
+        return EXIT_NO_TASK
+    ep = Endpoint(task.remotehostname, task.remoteport, task.security, task.remoteusername, timeout=10)  # type: ignore[arg-type]
+    result = check_login(ep, st.read_password(task))
+    print(json.dumps({"ok": result.ok, "error": result.error, "reason": result.reason}))
+    return 0 if result.ok else ACTION_EXIT_CODES.get(result.error or "", 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,10 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"syncctl {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="print the container's task directory and mail server")
+    val = sub.add_parser("validation", help="check the remote login of a task")
+    val.add_argument("task", help="<localuser>_<task_id>")
     args = parser.parse_args(argv)
-    if args.command == "info":
-        print(f"tasks: {state_dir()}")
-        print(f"mail server: {os.environ.get('MAIL_HOST', '')}:{os.environ.get('MAIL_PORT', '143')}")
-        return 0
+    try:
+        if args.command == "info":
+            print(f"tasks: {state().tasks_dir}")
+            print(f"mail server: {os.environ.get('MAIL_HOST', '')}:{os.environ.get('MAIL_PORT', '143')}")
+            return 0
+        if args.command == "validation":
+            return cmd_validation(args.task)
+    except TaskError as exc:
+        print(f"syncctl: {exc}", file=sys.stderr)
+        return 2
     parser.print_help(sys.stderr)
     return 2

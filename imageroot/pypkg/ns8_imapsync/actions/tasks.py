@@ -1,0 +1,155 @@
+"""create-task, delete-task, list-tasks, get-log, get-facts.
+
+create-task keeps nothing unless the remote login works: the files are
+written, the login is checked inside the sync container (where IMAP code
+lives), and on refusal the previous files are put back byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ns8_imapsync import container, ns8, schedule
+from ns8_imapsync.statedir import StateDir, task_name
+from ns8_imapsync.task import Task, TaskError
+
+LOG_TAIL = 100 * 1024
+# exit codes of the reference module's create-task, by error class
+LOGIN_EXIT_CODES = {
+    "bad_user_credentials": 2,
+    "Check_hostname_or_tcp_port": 3,
+    "SSL_encryption_error": 4,
+    "STARTTLS_not_allowed_use_IMAPS": 4,
+}
+
+
+def _task_error(exc: TaskError) -> None:
+    ns8.fail_validation(
+        [{"field": exc.field, "parameter": exc.field, "value": exc.value, "error": exc.error}], 3
+    )
+
+
+def _create_task_error(error: str, exit_code: int) -> None:
+    ns8.fail_validation([{"field": "createTask", "parameter": "createTask", "value": error, "error": error}],
+                        exit_code)
+
+
+def validate_create(request: dict) -> Task:
+    """create-task/10validate: the values, and a password for a new task."""
+    try:
+        task = Task.from_request(request)
+    except TaskError as exc:
+        _task_error(exc)
+        raise  # not reached
+    state = StateDir()
+    if not request.get("remotepassword") and not state.has_password(task):
+        _task_error(TaskError("remotepassword", "remotepassword_is_required", ""))
+    if not ns8.env_get("MAIL_HOST"):
+        _create_task_error("module_is_not_configured", 5)
+    return task
+
+
+def save_and_check(request: dict) -> None:
+    """create-task/20save: write, check the remote login, roll back on refusal.
+    The values were validated by step 10."""
+    task = Task.from_request(request)
+    state = StateDir()
+    snapshot = state.snapshot(task.name)
+    state.save(task, request.get("remotepassword") or None)
+    proc = container.syncctl("validation", task.name, timeout=60)
+    try:
+        verdict = json.loads(proc.stdout.splitlines()[-1]) if proc.stdout.strip() else {}
+    except json.JSONDecodeError:
+        verdict = {}
+    if proc.returncode != 0 or not verdict.get("ok"):
+        snapshot.restore()
+        error = verdict.get("error") or "validation_failed"
+        reason = verdict.get("reason") or proc.stderr.strip()
+        ns8.log(f"create-task {task.name} refused: {reason}", ns8.SD_WARNING)
+        _create_task_error(error, LOGIN_EXIT_CODES.get(error, 1))
+    schedule.write(state, task, ns8.env_get("MAIL_HOST") or "")
+
+
+def delete_task(request: dict) -> None:
+    state = StateDir()
+    try:
+        state.delete(request["localuser"], request["task_id"])
+    except TaskError as exc:
+        _task_error(exc)
+
+
+def enabled_mailboxes() -> tuple[list[dict], str]:
+    """The mail module's enabled users, or [] and why not."""
+    module = ns8.env_get("MAIL_MODULE")
+    if not ns8.env_get("MAIL_SERVER") or not module:
+        return [], "the module is not configured: choose a mail server in Settings"
+    try:
+        result = ns8.run_task(f"module/{module}", "list-user-mailboxes")
+    except Exception as exc:  # the mail module may be gone or stopped
+        return [], f"mail server {module} cannot be reached: {type(exc).__name__}"
+    output = result.get("output")
+    if result.get("exit_code") != 0 or not isinstance(output, dict):
+        return [], f"mail server {module} did not list its mailboxes: is it configured?"
+    users = [u["user"] for u in output.get("user_mailboxes", []) if u.get("enabled", True)]
+    return [{"name": u, "label": u, "value": u} for u in users], ""
+
+
+def list_tasks() -> dict:
+    mailboxes, reason = enabled_mailboxes()
+    state = StateDir()
+    props = []
+    for task in state.tasks():
+        item = task.to_api()
+        item.update({
+            "service_running": False,
+            "last_sync_timestamp": None,
+            "last_sync_exit_code": None,
+            "has_log": state.path(task.name, ".log").exists(),
+        })
+        props.append(item)
+    result: dict = {"enabled_mailboxes": mailboxes, "user_properties": props}
+    if reason:
+        result["reason"] = reason
+    return result
+
+
+def get_log(request: dict) -> dict:
+    state = StateDir()
+    try:
+        path = state.path(task_name(request["localuser"], request["task_id"]), ".log")
+    except TaskError as exc:
+        _task_error(exc)
+        raise  # not reached
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= LOG_TAIL:
+                return {"log_content": f.read().decode(errors="replace"), "truncated": False}
+            f.seek(size - LOG_TAIL)
+            data = f.read()
+    except FileNotFoundError:
+        return {"log_content": "", "truncated": False}
+    # drop the first, partial line
+    cut = data.find(b"\n")
+    data = data[cut + 1:] if cut >= 0 else data
+    return {"log_content": data.decode(errors="replace"), "truncated": True}
+
+
+def get_facts() -> dict:
+    tasks = StateDir().tasks()
+    inbox = [t for t in tasks if t.foldersynchronization == "inbox"]
+    return {
+        "tasks_total_count": len(tasks),
+        "tasks_delete_count": sum(1 for t in tasks if t.delete_remote),
+        "tasks_delete_older_count": sum(1 for t in tasks if t.delete_remote and t.delete_remote_older > 0),
+        "tasks_inbox_count": len(inbox),
+        "tasks_inbox_and_delete_count": sum(1 for t in inbox if t.delete_remote),
+        "tasks_cron_enabled_count": sum(1 for t in tasks if t.cron),
+        "tasks_sieve_enabled_count": sum(1 for t in tasks if t.sieve_enabled),
+    }
+
+
+def print_json(value: object) -> None:
+    json.dump(value, sys.stdout)
