@@ -1,0 +1,233 @@
+"""Task actions through api-cli on the local node: valid input, documented errors, hostile input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from localnode import redisd
+from localnode.config import NodeConfig
+
+REMOTE_USER = "carol@remote.test"  # quotes, spaces, commas, $ and backslash in her password
+
+
+def task_input(localnode: NodeConfig, **over: object) -> dict:
+    r = localnode.remote
+    data = {
+        "localuser": "u2", "task_id": "t0001", "remotehostname": r.host, "remoteport": r.imap_port,
+        "security": "tls", "remoteusername": REMOTE_USER, "remotepassword": r.users[REMOTE_USER],
+        "delete_local": False, "delete_remote": False, "delete_remote_older": 0, "exclude": "",
+        "cron": "", "foldersynchronization": "all", "sieve_enabled": False,
+    }
+    data.update(over)
+    return data
+
+
+def files_of(localnode: NodeConfig) -> dict[str, bytes]:
+    state = localnode.module_state_dir("imapsync1")
+    found = {}
+    for sub in ("imapsync", "cron"):
+        d = state / sub
+        if d.is_dir():
+            found.update({f"{sub}/{p.name}": p.read_bytes() for p in d.iterdir() if p.name != "vmail.pwd"})
+    return found
+
+
+@pytest.fixture
+def clean(cli, localnode, configured):
+    """Every test starts and ends with no task."""
+    def wipe() -> None:
+        for t in cli.api_ok("module/imapsync1/list-tasks")["user_properties"]:
+            cli.api_ok("module/imapsync1/delete-task", {"localuser": t["localuser"], "task_id": t["task_id"]})
+    wipe()
+    yield
+    wipe()
+
+
+def test_create_list_delete(cli, localnode, clean) -> None:
+    data = task_input(localnode, cron="5m", exclude="^Junk$,Sent Items", foldersynchronization="exclusion",
+                      delete_remote=True, delete_remote_older=30)
+    cli.api_ok("module/imapsync1/create-task", data)
+    listing = cli.api_ok("module/imapsync1/list-tasks")
+    assert [m["value"] for m in listing["enabled_mailboxes"]] == ["u1", "u2", "u3"]  # u4 is disabled
+    (item,) = listing["user_properties"]
+    expected = {k: v for k, v in data.items() if k != "remotepassword"}
+    expected.update(remoteport=str(data["remoteport"]), remotepassword="")
+    assert {k: item[k] for k in expected} == expected
+    assert item["service_running"] is False and item["has_log"] is False
+    assert item["last_sync_timestamp"] is None and item["last_sync_exit_code"] is None
+    state = localnode.module_state_dir("imapsync1")
+    for name in ("u2_t0001.env", "u2_t0001.pwd"):
+        assert stat.S_IMODE(os.stat(state / "imapsync" / name).st_mode) == 0o600
+    assert (state / "imapsync" / "u2_t0001.pwd").read_text() == data["remotepassword"] + "\n"
+    cron = (state / "cron" / "u2_t0001.cron").read_text().splitlines()
+    assert cron[0] == f"MAIL_HOST={localnode.mail1.host}"
+    assert "*/5 * * * * root /usr/local/bin/syncctl start u2_t0001" in cron
+    cli.api_ok("module/imapsync1/delete-task", {"localuser": "u2", "task_id": "t0001"})
+    assert cli.api_ok("module/imapsync1/list-tasks")["user_properties"] == []
+    assert files_of(localnode) == {}
+
+
+@pytest.mark.parametrize("over,error,exit_code", [
+    ({"remotepassword": "wrong"}, "bad_user_credentials", 2),
+    ({"remoteport": 9}, "Check_hostname_or_tcp_port", 3),
+    ({"remotehostname": "no-such-host.invalid"}, "Check_hostname_or_tcp_port", 3),
+    ({"security": "ssl"}, "SSL_encryption_error", 4),  # IMAPS against the STARTTLS port
+])
+def test_refused_login_keeps_nothing(cli, localnode, clean, over, error, exit_code) -> None:
+    proc = cli.api("module/imapsync1/create-task", task_input(localnode, **over))
+    assert proc.returncode == exit_code, proc.stderr
+    assert json.loads(proc.stdout) == [{"field": "createTask", "parameter": "createTask", "value": error,
+                                        "error": error}]
+    assert files_of(localnode) == {}
+
+
+def test_imaps_port_works(cli, localnode, clean) -> None:
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode, security="ssl",
+                                                          remoteport=localnode.remote.imaps_port))
+
+
+def test_refused_edit_leaves_the_task_as_it_was(cli, localnode, clean) -> None:
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode, cron="10m"))
+    before = files_of(localnode)
+    proc = cli.api("module/imapsync1/create-task", task_input(localnode, remotepassword="wrong", cron="1h",
+                                                              remoteusername="bob@remote.test"))
+    assert proc.returncode == 2
+    assert files_of(localnode) == before
+
+
+def test_edit_with_empty_password_keeps_the_stored_one(cli, localnode, clean) -> None:
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode))
+    pwd = localnode.module_state_dir("imapsync1") / "imapsync" / "u2_t0001.pwd"
+    stored = pwd.read_bytes()
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode, remotepassword="", cron="2h"))
+    assert pwd.read_bytes() == stored
+    assert cli.api_ok("module/imapsync1/list-tasks")["user_properties"][0]["cron"] == "2h"
+    # but a new task needs one
+    proc = cli.api("module/imapsync1/create-task", task_input(localnode, task_id="t0002", remotepassword=""))
+    assert proc.returncode == 3 and json.loads(proc.stdout)[0]["field"] == "remotepassword"
+
+
+HOSTILE = ["../../etc/passwd", "a;rm -rf /", "$(id)", "`id`", "a b", "a|b", "a\nb", "..", "/abs", "x" * 10240]
+
+
+@pytest.mark.parametrize("field", ["localuser", "task_id"])
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_names_are_refused_by_the_schema(cli, localnode, clean, field, value) -> None:
+    proc = cli.api("module/imapsync1/create-task", task_input(localnode, **{field: value}))
+    assert proc.returncode == 10, proc.stdout
+    assert field in {e["parameter"] for e in json.loads(proc.stdout)}
+    assert "Validation errors" in proc.stderr
+    assert files_of(localnode) == {}
+
+
+@pytest.mark.parametrize("field,value,code", [
+    ("remoteusername", "a\nEVIL=1", 3),
+    ("remoteusername", "x" * 10240, 10),
+    ("remotehostname", "a;b", 10),
+    ("remotehostname", "$(id).example.org", 10),
+    ("remotepassword", "x" * 10240, 10),
+    ("exclude", "x" * 10240, 10),
+    ("exclude", "(unclosed", 3),
+    ("cron", "2d", 10),
+    ("cron", "* * * * * root /bin/sh", 10),
+    ("remoteport", "143", 10),
+    ("remoteport", 0, 10),
+    ("delete_remote", "yes", 10),
+    ("security", "starttls", 10),
+])
+def test_bad_values_name_the_field(cli, localnode, clean, field, value, code) -> None:
+    proc = cli.api("module/imapsync1/create-task", task_input(localnode, **{field: value}))
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert field in {e["parameter"] for e in json.loads(proc.stdout)}
+    assert files_of(localnode) == {}
+
+
+def test_unknown_and_missing_fields(cli, localnode, clean) -> None:
+    proc = cli.api("module/imapsync1/create-task", task_input(localnode, surprise=1))
+    assert proc.returncode == 10
+    assert json.loads(proc.stdout)[0]["error"] == "(root)_additional_property_not_allowed"
+    data = task_input(localnode)
+    del data["remoteusername"]
+    proc = cli.api("module/imapsync1/create-task", data)
+    assert proc.returncode == 10 and json.loads(proc.stdout)[0]["error"] == "(root)_required"
+    proc = cli.run("api-cli", "run", "module/imapsync1/create-task")  # no --data: null
+    assert proc.returncode == 10
+
+
+def test_get_log(cli, localnode, clean) -> None:
+    assert cli.api_ok("module/imapsync1/get-log", {"localuser": "u2", "task_id": "nolog1"}) == \
+        {"log_content": "", "truncated": False}
+    log = localnode.module_state_dir("imapsync1") / "imapsync" / "u2_biglog.log"
+    lines = [f"line {i:06d} " + "x" * 90 for i in range(2000)]  # ~200 KB
+    log.write_text("\n".join(lines) + "\n")
+    try:
+        out = cli.api_ok("module/imapsync1/get-log", {"localuser": "u2", "task_id": "biglog"})
+        assert out["truncated"] is True and len(out["log_content"]) <= 102400
+        assert out["log_content"].startswith("line ") and out["log_content"].endswith("line 001999 " + "x" * 90 + "\n")
+    finally:
+        log.unlink()
+    for bad in ({"localuser": "u2", "task_id": "../../environment"}, {"localuser": "U2;x", "task_id": "abc123"}):
+        proc = cli.api("module/imapsync1/get-log", bad)
+        assert proc.returncode == 10 and "Validation errors" in proc.stderr
+
+
+def test_get_facts(cli, localnode, clean) -> None:
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode, task_id="f1", delete_remote=True,
+                                                          cron="5m"))
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode, task_id="f2", foldersynchronization="inbox",
+                                                          delete_remote=True, delete_remote_older=5,
+                                                          sieve_enabled=True))
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode, task_id="f3", foldersynchronization="inbox"))
+    assert cli.api_ok("module/imapsync1/get-facts") == {
+        "tasks_total_count": 3, "tasks_delete_count": 2, "tasks_delete_older_count": 1,
+        "tasks_inbox_count": 2, "tasks_inbox_and_delete_count": 1, "tasks_cron_enabled_count": 1,
+        "tasks_sieve_enabled_count": 1,
+    }
+
+
+def test_list_tasks_when_mail_module_is_unconfigured(cli, localnode, clean) -> None:
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode))
+    env = localnode.module_state_dir("mail1") / "environment"
+    saved = env.read_text()
+    try:
+        env.write_text("".join(ln + "\n" for ln in saved.splitlines() if not ln.startswith("MAIL_HOSTNAME=")))
+        out = cli.api_ok("module/imapsync1/list-tasks")
+        assert out["enabled_mailboxes"] == [] and "reason" in out
+        assert [t["task_id"] for t in out["user_properties"]] == ["t0001"]  # tasks still shown
+    finally:
+        env.write_text(saved)
+
+
+def test_no_password_leaks(cli, localnode, clean) -> None:
+    """Not in action output or errors, the journal, Redis, the environment files or a command line."""
+    password = localnode.remote.users[REMOTE_USER]
+    outputs = []
+    for data in (task_input(localnode), task_input(localnode, remotepassword=password + "X"),
+                 task_input(localnode, remoteport=9)):
+        proc = cli.api("module/imapsync1/create-task", data)
+        outputs += [proc.stdout, proc.stderr]
+    outputs.append(cli.api("module/imapsync1/list-tasks").stdout)
+    for text in outputs:
+        assert password not in text
+    journal = (localnode.log_dir / "journal.log").read_text(errors="replace")
+    assert password not in journal
+    rdb = redisd.connect(localnode)
+    for key in rdb.scan_iter("task/module/imapsync1/*"):
+        value = rdb.get(key) or ""
+        assert password not in value, key
+    for mid in ("imapsync1", "mail1"):
+        state = localnode.module_state_dir(mid)
+        for name in ("environment", "agent.env"):
+            assert password not in (state / name).read_text()
+        assert password not in json.dumps(rdb.hgetall(f"module/{mid}/environment"))
+    for proc_dir in Path("/proc").iterdir():
+        if proc_dir.name.isdigit():
+            try:
+                cmdline = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            assert password not in cmdline.replace("\0", " ")
