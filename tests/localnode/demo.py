@@ -89,7 +89,12 @@ def main() -> int:
         api_cli("module/imapsync1/delete-task", {"localuser": LOCAL_USER, "task_id": TASK_ID}, check=False)
         print(f"== create-task {LOCAL_USER}_{TASK_ID}: {REMOTE_USER} on {remote.host}:{remote.imap_port} (STARTTLS)")
         api_cli("module/imapsync1/create-task", task)
+        listing = api_cli("module/imapsync1/list-tasks", None)[1]
+        print(json.dumps([t for t in listing["user_properties"] if t["task_id"] == TASK_ID], indent=2))
         deadline = time.monotonic() + 600
+        if "start-task" not in actions:
+            print("== (no sync runtime yet: the task is created and scheduled, nothing copies it)")
+            deadline = 0
         while time.monotonic() < deadline:
             _, listing, _ = api_cli("module/imapsync1/list-tasks", None)
             mine = [t for t in listing["user_properties"] if t["task_id"] == TASK_ID]
@@ -98,7 +103,7 @@ def main() -> int:
                 break
             time.sleep(2)
     else:
-        print("== (create-task is not implemented yet: showing configuration only)")
+        print("== (create-task is not available: showing configuration only)")
 
     print("== remote and local mailboxes side by side")
     print(side_by_side(counts(remote, REMOTE_USER), counts(cfg.mail1, LOCAL_USER), remote.separator))
