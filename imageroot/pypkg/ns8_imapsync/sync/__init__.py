@@ -1,0 +1,1 @@
+"""The sync runtime (container side): plans, engines, reports, run control."""

@@ -1,0 +1,84 @@
+"""What a run found, did and failed at: progress events and the RunReport.
+
+Engines emit `Progress` while they work and return one `RunReport`; syncctl
+turns them into the task's live progress record, status and history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+# Error classes of a run (RunReport.error_class), in plain words for the status line.
+ERROR_CLASSES = {
+    "": "",
+    "bad_user_credentials": "the remote server refused the user name or password",
+    "bad_master_credentials": "the local mail server refused the master login",
+    "Check_hostname_or_tcp_port": "the server could not be reached",
+    "SSL_encryption_error": "the TLS connection failed",
+    "STARTTLS_not_allowed_use_IMAPS": "the server does not allow STARTTLS: use IMAPS",
+    "connection_lost": "the connection was lost during the sync",
+    "delete_local_brake": "too many local messages would be deleted: the run stopped without deleting",
+    "sieve_unavailable": "the local mail server does not offer FILTER=SIEVE",
+    "message_errors": "some messages could not be copied",
+    "stopped": "the run was stopped",
+    "stalled": "the run made no progress and was ended",
+    "crashed": "the run ended unexpectedly (process killed or container restarted)",
+    "engine_error": "the sync engine failed",
+    "validation_failed": "the task could not be run",
+}
+
+
+@dataclass
+class Progress:
+    folder: str = ""  # host1 folder being synced
+    folders_done: int = 0
+    folders_total: int = 0
+    messages_done: int = 0  # examined on host1 so far (copied + skipped)
+    messages_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass
+class Side:
+    folders: int = 0
+    messages: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class RunReport:
+    host1: Side = field(default_factory=Side)  # found on the remote (selected folders)
+    host2: Side = field(default_factory=Side)  # found on the local server at the end
+    copied: int = 0
+    copied_bytes: int = 0
+    skipped: int = 0  # already on host2 (or duplicates)
+    flags_updated: int = 0
+    deleted_host1: int = 0
+    deleted_host2: int = 0
+    folders_created: int = 0
+    folders_deleted_host2: int = 0
+    errors: list[str] = field(default_factory=list)  # one line each, never a password
+    error_class: str = ""  # key of ERROR_CLASSES; "" when the run succeeded
+    exit_code: int = 0  # 0 = success; imapsync's code for that engine; see syncctl for native
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.error_class
+
+    @property
+    def reason(self) -> str:
+        """One plain sentence for the administrator."""
+        if self.ok:
+            return f"{self.copied} message(s) copied, {self.skipped} already there"
+        base = ERROR_CLASSES.get(self.error_class, self.error_class)
+        return f"{base}: {self.errors[0]}" if self.errors else base
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["reason"] = self.reason
+        return d
+
+
+ProgressFn = Callable[[Progress], None]
