@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from localnode import redisd
+from localnode import corpus, dovecot, redisd
 from localnode.config import NodeConfig
 
 REMOTE_USER = "carol@remote.test"  # quotes, spaces, commas, $ and backslash in her password
@@ -231,3 +231,32 @@ def test_no_password_leaks(cli, localnode, clean) -> None:
             except OSError:
                 continue
             assert password not in cmdline.replace("\0", " ")
+
+
+def test_list_informations(cli, localnode, clean) -> None:
+    remote = localnode.remote
+    user = "dave@remote.test"
+    dovecot.wipe(remote, user)
+    manifest = corpus.fill(remote, user, remote.users[user], seed=7, count=30, large=1, large_size=200_000)
+    data = task_input(localnode, localuser="u3", task_id="info01", remoteusername=user,
+                      remotepassword=remote.users[user])
+    cli.api_ok("module/imapsync1/create-task", data)
+    info = cli.api_ok("module/imapsync1/list-informations", {"localuser": "u3", "task_id": "info01"})
+    assert info["status"] is True
+    assert info["host1Messages"] == len(manifest)
+    assert info["host1Sizes"] == sum(m["size"] for m in manifest)
+    assert info["host1Folders"] >= len({m["folder"] for m in manifest})
+    assert info["host2Messages"] == 0
+    # exclusion mode counts only what the task would sync
+    cli.api_ok("module/imapsync1/create-task", {**data, "remotepassword": "", "foldersynchronization": "exclusion",
+                                                "exclude": "^INBOX$"})
+    excl = cli.api_ok("module/imapsync1/list-informations", {"localuser": "u3", "task_id": "info01"})
+    inbox = [m for m in manifest if m["folder"] == "INBOX"]
+    assert excl["host1Messages"] == len(manifest) - len(inbox) and excl["host1Folders"] == info["host1Folders"] - 1
+    # a server that cannot be reached is a readable status, not a failed action
+    env = localnode.module_state_dir("imapsync1") / "imapsync" / "u3_info01.env"
+    env.write_text(env.read_text().replace(f"REMOTEPORT={remote.imap_port}", "REMOTEPORT=9"))
+    down = cli.api_ok("module/imapsync1/list-informations", {"localuser": "u3", "task_id": "info01"})
+    assert down["status"] is False and down["reason"]
+    missing = cli.api_ok("module/imapsync1/list-informations", {"localuser": "u3", "task_id": "nosuch"})
+    assert missing == {"status": False, "reason": "task u3_nosuch does not exist"}

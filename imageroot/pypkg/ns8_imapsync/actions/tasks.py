@@ -137,6 +137,28 @@ def get_log(request: dict) -> dict:
     return {"log_content": data.decode(errors="replace"), "truncated": True}
 
 
+def list_informations(request: dict) -> dict:
+    """Both sides' totals, counted in the container; never fails the action:
+    an unreachable server is `status: false` with a reason to show."""
+    try:
+        name = task_name(request["localuser"], request["task_id"])
+    except TaskError as exc:
+        _task_error(exc)
+        raise  # not reached
+    if StateDir().load(request["localuser"], request["task_id"]) is None:
+        return {"status": False, "reason": f"task {name} does not exist"}
+    if not container.running():
+        return {"status": False, "reason": "the sync service is not running: is the module configured?"}
+    proc = container.syncctl("list-informations", name, timeout=300)
+    try:
+        result = json.loads(proc.stdout.splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return {"status": False, "reason": f"syncctl failed ({proc.returncode})"}
+    if not result.get("status"):
+        return {"status": False, "reason": result.get("reason", "unknown error")}
+    return result
+
+
 def get_facts() -> dict:
     tasks = StateDir().tasks()
     inbox = [t for t in tasks if t.foldersynchronization == "inbox"]

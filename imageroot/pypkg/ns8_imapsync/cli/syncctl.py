@@ -39,6 +39,29 @@ def cmd_validation(name: str) -> int:
     return 0 if result.ok else ACTION_EXIT_CODES.get(result.error or "", 1)
 
 
+def load_plan(name: str):
+    """The SyncPlan of task `name`, against the mail server given by the service."""
+    from ns8_imapsync.sync.plan import SyncPlan
+
+    st = state()
+    task = st.load_name(name)
+    if task is None:
+        return None
+    return SyncPlan.from_task(task, st.tasks_dir, os.environ.get("MAIL_HOST", ""),
+                              int(os.environ.get("MAIL_PORT") or 143))
+
+
+def cmd_list_informations(name: str) -> int:
+    from ns8_imapsync.sync.informations import informations
+
+    plan = load_plan(name)
+    if plan is None:
+        print(json.dumps({"status": False, "error": "task_not_found", "reason": f"no task {name}"}))
+        return EXIT_NO_TASK
+    print(json.dumps(informations(plan)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="syncctl", description="Run and inspect mailbox sync tasks")
     parser.add_argument("--version", action="version", version=f"syncctl {__version__}")
@@ -46,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print the container's task directory and mail server")
     val = sub.add_parser("validation", help="check the remote login of a task")
     val.add_argument("task", help="<localuser>_<task_id>")
+    info = sub.add_parser("list-informations", help="folders, messages and bytes on both sides (JSON)")
+    info.add_argument("task", help="<localuser>_<task_id>")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -54,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "validation":
             return cmd_validation(args.task)
+        if args.command == "list-informations":
+            return cmd_list_informations(args.task)
     except TaskError as exc:
         print(f"syncctl: {exc}", file=sys.stderr)
         return 2
