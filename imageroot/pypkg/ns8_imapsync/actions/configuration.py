@@ -12,6 +12,8 @@ import subprocess
 import sys
 
 from ns8_imapsync import ns8
+from ns8_imapsync.statedir import StateDir
+from ns8_imapsync.upgrade import upgrade_task_files
 
 SERVICE = "imapsync.service"
 
@@ -77,3 +79,35 @@ def on_mail_settings_changed(payload: dict) -> None:
     ns8.set_env({"MAIL_HOST": provider["host"], "MAIL_PORT": str(provider.get("port") or "143"),
                  "MAIL_MODULE": provider["module_id"]})
     subprocess.run(["systemctl", "--user", "try-restart", SERVICE], check=False)
+
+
+def restore_environment(request: dict) -> None:
+    """restore-module/06copyenv: bind to the backup's mail server when it
+    exists here; on another cluster its UUID does not, so bind to the only
+    mail server if there is exactly one, else leave Settings to the admin."""
+    wanted = (request.get("environment") or {}).get("MAIL_SERVER", "")
+    provider = provider_for(wanted) if wanted else None
+    if provider is None:
+        providers = [p for p in ns8.imap_providers() if p.get("module_uuid")]
+        if len(providers) == 1:
+            provider = providers[0]
+            ns8.log(f"mail server {wanted or '(none)'} of the backup is not here: bound to {provider['module_id']}",
+                    ns8.SD_WARNING)
+        else:
+            ns8.log("the backup's mail server is not here: choose one in Settings", ns8.SD_WARNING)
+            return
+    ns8.set_env({"MAIL_SERVER": provider["module_uuid"], "MAIL_HOST": provider["host"],
+                 "MAIL_PORT": str(provider.get("port") or "143"), "MAIL_MODULE": provider["module_id"]})
+
+
+def start_service_if_configured() -> None:
+    """restore-module/60systemd and update-module.d: old task files upgraded,
+    then the service (re)started when a mail server is bound."""
+    upgraded, unreadable = upgrade_task_files(StateDir())
+    if upgraded:
+        ns8.log(f"upgraded {len(upgraded)} task file(s) from the previous format")
+    for name in unreadable:
+        ns8.log(f"task file {name} could not be read and was left as it is", ns8.SD_WARNING)
+    if ns8.env_get("MAIL_SERVER"):
+        subprocess.run(["systemctl", "--user", "enable", SERVICE], check=True)
+        subprocess.run(["systemctl", "--user", "restart", SERVICE], check=True)
