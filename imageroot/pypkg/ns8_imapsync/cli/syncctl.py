@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import time
 
 from ns8_imapsync import __version__
 from ns8_imapsync.statedir import StateDir
@@ -62,6 +64,64 @@ def cmd_list_informations(name: str) -> int:
     return 0
 
 
+def cmd_start(name: str, detach: bool, trigger: str) -> int:
+    from ns8_imapsync import runstate
+    from ns8_imapsync.sync.runctl import Run
+
+    plan = load_plan(name)
+    if plan is None:
+        print(f"syncctl: no task {name}", file=sys.stderr)
+        return EXIT_NO_TASK
+    tf = runstate.TaskFiles(state().tasks_dir, name)
+    if detach:
+        if runstate.lock_held(tf.lock):
+            print(f"{name}: already running")
+            return 0
+        child = subprocess.Popen([sys.executable, "-m", "ns8_imapsync.cli.syncctl", "start", name,
+                                  "--trigger", trigger], start_new_session=True, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            st = runstate.read_status(tf)
+            if st.pid == child.pid and st.state in runstate.ACTIVE_STATES:
+                print(f"{name}: {st.state}")
+                return 0
+            if child.poll() is not None:
+                break
+            time.sleep(0.05)
+        st = runstate.read_status(tf)
+        print(f"{name}: {st.state}")
+        return 0
+    result = Run(state(), plan, trigger).execute()
+    if result is None:
+        print(f"{name}: already running, this run is skipped")
+        return 0
+    print(f"{name}: {result.state}: {result.reason}")
+    return 0 if result.state == "succeeded" else 1
+
+
+def cmd_stop(name: str) -> int:
+    from ns8_imapsync.sync.runctl import stop_run
+
+    state().load_name(name)  # validates the name
+    outcome = stop_run(state(), name)
+    print(f"{name}: {outcome}")
+    return 0 if outcome in ("stopped", "not running") else 1
+
+
+def cmd_status(name: str) -> int:
+    from dataclasses import asdict
+
+    from ns8_imapsync import runstate
+
+    if state().load_name(name) is None:
+        print(f"syncctl: no task {name}", file=sys.stderr)
+        return EXIT_NO_TASK
+    snap = runstate.snapshot(state().tasks_dir, name)
+    print(json.dumps({"running": snap.running, "status": asdict(snap.status), "progress": snap.progress}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="syncctl", description="Run and inspect mailbox sync tasks")
     parser.add_argument("--version", action="version", version=f"syncctl {__version__}")
@@ -69,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print the container's task directory and mail server")
     val = sub.add_parser("validation", help="check the remote login of a task")
     val.add_argument("task", help="<localuser>_<task_id>")
+    start = sub.add_parser("start", help="run a task now (skipped if it already runs)")
+    start.add_argument("task")
+    start.add_argument("--detach", action="store_true", help="return once the run is queued")
+    start.add_argument("--trigger", default="schedule", choices=["schedule", "manual", "create"])
+    stop = sub.add_parser("stop", help="stop a task's run and wait until it has exited")
+    stop.add_argument("task")
+    status = sub.add_parser("status", help="the task's run status and progress (JSON)")
+    status.add_argument("task")
     info = sub.add_parser("list-informations", help="folders, messages and bytes on both sides (JSON)")
     info.add_argument("task", help="<localuser>_<task_id>")
     args = parser.parse_args(argv)
@@ -81,8 +149,18 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validation(args.task)
         if args.command == "list-informations":
             return cmd_list_informations(args.task)
+        if args.command == "start":
+            return cmd_start(args.task, args.detach, args.trigger)
+        if args.command == "stop":
+            return cmd_stop(args.task)
+        if args.command == "status":
+            return cmd_status(args.task)
     except TaskError as exc:
         print(f"syncctl: {exc}", file=sys.stderr)
         return 2
     parser.print_help(sys.stderr)
     return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Where each task's run stands: lock, status record, progress, history.
+
+The truth about "is it running" is the task's lock (`<name>.lock`), held with
+flock by the run process for its whole life: the kernel drops it when the
+process dies, however it dies, and it is visible from the host and the
+container alike (same file, same kernel). The status record says what the run
+last reported; a record saying "running" or "queued" while nobody holds the
+lock is a crashed run, and is shown as such.
+
+Host-side and container-side code both read these files, so this module is
+standard library only.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ns8_imapsync import files
+
+HISTORY_MAX = 20
+ACTIVE_STATES = ("queued", "running")
+
+
+@dataclass
+class RunStatus:
+    state: str = "never"  # never | queued | running | succeeded | failed | stopped | stalled | crashed
+    started: float | None = None  # epoch seconds
+    ended: float | None = None
+    exit_code: int | None = None
+    error_class: str = ""
+    reason: str = ""  # one line, plain words
+    engine: str = ""
+    trigger: str = ""  # manual | cron | create
+    copied: int = 0
+    skipped: int = 0
+    pid: int | None = None  # in the container's pid namespace: for stop only
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunStatus:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class TaskFiles:
+    """The run files of one task, in the tasks directory."""
+
+    tasks_dir: Path
+    name: str
+
+    def _p(self, suffix: str) -> Path:
+        return self.tasks_dir / f"{self.name}{suffix}"
+
+    @property
+    def lock(self) -> Path:
+        return self._p(".lock")
+
+    @property
+    def status(self) -> Path:
+        return self._p(".status.json")
+
+    @property
+    def progress(self) -> Path:
+        return self._p(".progress.json")
+
+    @property
+    def history(self) -> Path:
+        return self._p(".history.jsonl")
+
+    @property
+    def log(self) -> Path:
+        return self._p(".log")
+
+    def all(self) -> list[Path]:
+        return [self.lock, self.status, self.progress, self.history, self.log]
+
+
+def lock_held(path: Path) -> bool:
+    """True while a run holds the lock (probed with a shared lock for an instant)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
+
+
+def acquire(path: Path, patience: float = 0.2) -> int | None:
+    """The run lock (an fd to keep open), or None if another run holds it.
+
+    A host-side `lock_held` probe holds a shared lock for microseconds, so a
+    refusal is retried briefly before it means "running"."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            return None
+        time.sleep(0.05)
+
+
+def read_status(tf: TaskFiles) -> RunStatus:
+    """The run status as it really is: an active record without a lock holder
+    is a crash (kill -9, container restart, OOM)."""
+    try:
+        st = RunStatus.from_dict(json.loads(tf.status.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return RunStatus()
+    if st.state in ACTIVE_STATES and not lock_held(tf.lock):
+        st.state = "crashed"
+        st.error_class = "crashed"
+        st.reason = "the run ended unexpectedly (process killed or container restarted)"
+    return st
+
+
+def write_status(tf: TaskFiles, st: RunStatus) -> None:
+    files.write_atomic(tf.status, json.dumps(asdict(st)), 0o600)
+
+
+def write_progress(tf: TaskFiles, progress: dict) -> None:
+    files.write_atomic(tf.progress, json.dumps(progress), 0o600)
+
+
+def read_progress(tf: TaskFiles) -> dict | None:
+    try:
+        return json.loads(tf.progress.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def append_history(tf: TaskFiles, st: RunStatus) -> None:
+    """The last HISTORY_MAX runs, newest last; rewritten whole (it is small)."""
+    entries = read_history(tf)
+    entries.append(asdict(st))
+    text = "".join(json.dumps(e) + "\n" for e in entries[-HISTORY_MAX:])
+    files.write_atomic(tf.history, text, 0o600)
+
+
+def read_history(tf: TaskFiles) -> list[dict]:
+    try:
+        lines = tf.history.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+@dataclass
+class Snapshot:
+    """What list-tasks shows of a task's runs."""
+
+    running: bool
+    status: RunStatus
+    progress: dict | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def snapshot(tasks_dir: Path, name: str) -> Snapshot:
+    tf = TaskFiles(tasks_dir, name)
+    st = read_status(tf)
+    running = lock_held(tf.lock) and st.state in ACTIVE_STATES
+    return Snapshot(running=running, status=st, progress=read_progress(tf) if running else None)

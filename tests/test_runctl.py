@@ -1,0 +1,190 @@
+"""Run control with real processes: one run per task, stop, crash detection, caps, watchdog.
+
+The engine here is a test double (sleeps, reports progress); the real
+engines are tested end to end elsewhere. Everything else is the product's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from ns8_imapsync import runstate
+from ns8_imapsync.statedir import StateDir
+from ns8_imapsync.sync.runctl import stop_run
+
+PKG = Path(__file__).resolve().parents[1] / "imageroot" / "pypkg"
+
+RUNNER = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    from ns8_imapsync.imap.connection import Endpoint
+    from ns8_imapsync.statedir import StateDir
+    from ns8_imapsync.sync.plan import SyncPlan
+    from ns8_imapsync.sync.report import Progress, RunReport
+    from ns8_imapsync.sync.runctl import Run
+
+    tasks, name, seconds, host = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    class SlowEngine:
+        name = "test-double"
+        def run(self, plan, progress, stop, log):
+            steps = int(seconds * 10)
+            for i in range(steps):
+                if stop.is_set():
+                    return RunReport(copied=i, error_class="stopped", exit_code=143)
+                if "silent" not in name:
+                    progress(Progress(folder="INBOX", messages_done=i, messages_total=steps))
+                log(f"message {i}")
+                time.sleep(0.1)
+            return RunReport(copied=steps)
+    ep = Endpoint(host, 143, "tls", "u")
+    plan = SyncPlan(name, ep, ep, Path("x"), Path("y"))
+    st = Run(StateDir(tasks, tasks), plan, "manual", engine=SlowEngine()).execute()
+    print("SKIPPED" if st is None else st.state, flush=True)
+''')
+
+
+def start(tmp: Path, name: str, seconds: float, host: str = "h1", **env: str) -> subprocess.Popen:
+    e = dict(os.environ, PYTHONPATH=str(PKG), **env)
+    return subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp), name, str(seconds), host], env=e,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_state(tmp: Path, name: str, states: tuple[str, ...], timeout: float = 10) -> runstate.RunStatus:
+    tf = runstate.TaskFiles(tmp, name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = runstate.read_status(tf)
+        if st.state in states:
+            return st
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never reached {states}: {runstate.read_status(tf)}")
+
+
+def test_one_run_per_task_and_history(tmp_path) -> None:
+    first = start(tmp_path, "u1_a", 1.5)
+    wait_state(tmp_path, "u1_a", ("running",))
+    second = start(tmp_path, "u1_a", 0.1)
+    assert second.communicate(timeout=20)[0].strip() == "SKIPPED"
+    assert first.communicate(timeout=20)[0].strip() == "succeeded"
+    tf = runstate.TaskFiles(tmp_path, "u1_a")
+    st = runstate.read_status(tf)
+    assert (st.state, st.exit_code, st.copied, st.engine) == ("succeeded", 0, 15, "test-double")
+    assert st.started and st.ended and st.ended >= st.started
+    assert [h["state"] for h in runstate.read_history(tf)] == ["succeeded"]
+    assert "message 14" in tf.log.read_text()
+    assert not tf.progress.exists()  # live progress only while running
+
+
+def test_progress_record_while_running(tmp_path) -> None:
+    proc = start(tmp_path, "u1_p", 3)
+    wait_state(tmp_path, "u1_p", ("running",))
+    time.sleep(1.5)
+    snap = runstate.snapshot(tmp_path, "u1_p")
+    assert snap.running and snap.progress is not None
+    assert snap.progress["folder"] == "INBOX" and 0 < snap.progress["messages_done"] < 30
+    assert snap.progress["messages_total"] == 30 and snap.progress["eta_seconds"] is not None
+    proc.communicate(timeout=20)
+
+
+def test_stop_waits_for_the_run_to_exit(tmp_path) -> None:
+    proc = start(tmp_path, "u1_s", 30)
+    wait_state(tmp_path, "u1_s", ("running",))
+    assert stop_run(StateDir(tmp_path, tmp_path), "u1_s", grace=10) == "stopped"
+    # the lock is free at once: a new run may start, the old one is gone
+    assert not runstate.lock_held(tmp_path / "u1_s.lock")
+    assert proc.wait(timeout=5) is not None
+    st = runstate.read_status(runstate.TaskFiles(tmp_path, "u1_s"))
+    assert (st.state, st.exit_code) == ("stopped", 143)
+    assert stop_run(StateDir(tmp_path, tmp_path), "u1_s") == "not running"
+
+
+def test_kill_after_grace_is_recorded_as_stopped(tmp_path) -> None:
+    proc = start(tmp_path, "u1_k", 30)
+    st = wait_state(tmp_path, "u1_k", ("running",))
+    os.kill(st.pid, signal.SIGSTOP)  # a run that cannot react to SIGTERM
+    try:
+        assert stop_run(StateDir(tmp_path, tmp_path), "u1_k", grace=1) == "stopped"
+    finally:
+        proc.wait(timeout=10)
+    st = runstate.read_status(runstate.TaskFiles(tmp_path, "u1_k"))
+    assert st.state == "stopped" and "killed" in st.reason
+
+
+def test_sigkill_shows_as_crashed_not_running(tmp_path) -> None:
+    proc = start(tmp_path, "u1_c", 30)
+    st = wait_state(tmp_path, "u1_c", ("running",))
+    os.kill(st.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
+    snap = runstate.snapshot(tmp_path, "u1_c")
+    assert snap.running is False
+    assert (snap.status.state, snap.status.error_class) == ("crashed", "crashed")
+    # and the next run starts normally
+    assert start(tmp_path, "u1_c", 0.2).communicate(timeout=20)[0].strip() == "succeeded"
+
+
+def test_node_cap_queues_and_all_finish(tmp_path) -> None:
+    procs = [start(tmp_path, f"u1_q{i:02d}", 1.0, host=f"h{i}", SYNC_MAX_CONCURRENT="3") for i in range(10)]
+    peak = 0
+    deadline = time.monotonic() + 60
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        states = [runstate.read_status(runstate.TaskFiles(tmp_path, f"u1_q{i:02d}")).state for i in range(10)]
+        peak = max(peak, states.count("running"))
+        time.sleep(0.05)
+    outcomes = [p.communicate(timeout=5)[0].strip() for p in procs]
+    assert outcomes == ["succeeded"] * 10
+    assert 2 <= peak <= 3
+
+
+def test_per_host_cap(tmp_path) -> None:
+    procs = [start(tmp_path, f"u1_h{i}", 1.0, host="same.example", SYNC_MAX_PER_HOST="2") for i in range(5)]
+    peak = 0
+    while any(p.poll() is None for p in procs):
+        states = [runstate.read_status(runstate.TaskFiles(tmp_path, f"u1_h{i}")).state for i in range(5)]
+        peak = max(peak, states.count("running"))
+        time.sleep(0.05)
+    assert [p.communicate()[0].strip() for p in procs] == ["succeeded"] * 5
+    assert peak == 2
+
+
+def test_stopping_a_queued_run(tmp_path) -> None:
+    blocker = start(tmp_path, "u1_b1", 5, SYNC_MAX_CONCURRENT="1")
+    wait_state(tmp_path, "u1_b1", ("running",))
+    queued = start(tmp_path, "u1_b2", 5, SYNC_MAX_CONCURRENT="1")
+    wait_state(tmp_path, "u1_b2", ("queued",))
+    assert stop_run(StateDir(tmp_path, tmp_path), "u1_b2", grace=5) == "stopped"
+    assert queued.communicate(timeout=10)[0].strip() == "stopped"
+    stop_run(StateDir(tmp_path, tmp_path), "u1_b1", grace=5)
+    blocker.wait(timeout=10)
+
+
+def test_watchdog_ends_a_stalled_run(tmp_path) -> None:
+    # "silent" engines never report progress
+    proc = start(tmp_path, "u1_silent", 30, SYNC_STALL_SECONDS="1", SYNC_STOP_GRACE="1")
+    assert proc.communicate(timeout=30)[0].strip() == "stalled"
+    st = runstate.read_status(runstate.TaskFiles(tmp_path, "u1_silent"))
+    assert st.state == "stalled" and st.error_class == "stalled"
+
+
+@pytest.mark.parametrize("bad", ["../x", "a b", "u1", "_"])
+def test_status_file_names_are_validated(tmp_path, bad) -> None:
+    from ns8_imapsync.task import TaskError
+
+    with pytest.raises(TaskError):
+        StateDir(tmp_path, tmp_path).load_name(bad)
+
+
+def test_history_keeps_the_last_20(tmp_path) -> None:
+    tf = runstate.TaskFiles(tmp_path, "u1_hist")
+    for i in range(25):
+        runstate.append_history(tf, runstate.RunStatus(state="succeeded", copied=i))
+    hist = runstate.read_history(tf)
+    assert len(hist) == 20 and hist[0]["copied"] == 5 and hist[-1]["copied"] == 24
+    assert json.loads(tf.history.read_text().splitlines()[0])["copied"] == 5
