@@ -106,8 +106,13 @@ def rewrite(value: str, mounts: list[tuple[str, str]]) -> str:
     return value
 
 
+def container_log(name: str) -> Path:
+    return load().log_dir / f"container-{name}.log"
+
+
 def container_env(rec: dict) -> dict[str, str]:
-    mounts = [tuple(m) for m in rec["mounts"]]
+    # the container's PID 1 stdout is what podman sends to the journal: here, its log file
+    mounts = [tuple(m) for m in rec["mounts"]] + [(str(container_log(rec["name"])), "/proc/1/fd/1")]
     env = {k: rewrite(v, mounts) for k, v in rec["env"].items()}
     bindir = IMAGES_DIR / rec["image_key"] / "bin"
     env["PATH"] = f"{bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -198,7 +203,7 @@ def cmd_run(args: list[str]) -> int:
     }
     cfg = load()
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(cfg.log_dir / f"container-{name}.log", "ab")
+    log = open(container_log(name), "ab")
     proc = subprocess.Popen(
         resolve_argv(rec, rec["cmd"]),
         env=container_env(rec),

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from ns8_imapsync import container, ns8, schedule
+from ns8_imapsync import container, ns8, runstate, schedule
 from ns8_imapsync.statedir import StateDir, task_name
 from ns8_imapsync.task import Task, TaskError
 
@@ -70,14 +70,65 @@ def save_and_check(request: dict) -> None:
         ns8.log(f"create-task {task.name} refused: {reason}", ns8.SD_WARNING)
         _create_task_error(error, LOGIN_EXIT_CODES.get(error, 1))
     schedule.write(state, task, ns8.env_get("MAIL_HOST") or "")
+    # a new or edited task syncs at once, as the reference module does
+    container.syncctl("stop", task.name, timeout=120)
+    container.syncctl("start", task.name, "--detach", "--trigger", "create")
 
 
 def delete_task(request: dict) -> None:
     state = StateDir()
     try:
-        state.delete(request["localuser"], request["task_id"])
+        name = task_name(request["localuser"], request["task_id"])
     except TaskError as exc:
         _task_error(exc)
+        raise  # not reached
+    if runstate.lock_held(runstate.TaskFiles(state.tasks_dir, name).lock):
+        container.syncctl("stop", name, timeout=120)
+    state.delete(request["localuser"], request["task_id"])
+    for path in runstate.TaskFiles(state.tasks_dir, name).all():
+        path.unlink(missing_ok=True)
+
+
+def _existing(request: dict) -> str:
+    try:
+        name = task_name(request["localuser"], request["task_id"])
+    except TaskError as exc:
+        _task_error(exc)
+        raise  # not reached
+    if StateDir().load(request["localuser"], request["task_id"]) is None:
+        _task_error(TaskError("task_id", "task_not_found", request["task_id"]))
+    return name
+
+
+def start_task(request: dict) -> None:
+    """Start a run now (queued behind the concurrency caps); a running task is left alone."""
+    name = _existing(request)
+    proc = container.syncctl("start", name, "--detach", "--trigger", "manual")
+    if proc.returncode != 0:
+        ns8.log(f"start of {name} failed: {proc.stderr.strip()}", ns8.SD_ERR)
+        sys.exit(1)
+
+
+def stop_task(request: dict) -> None:
+    """Stop and wait until the run has exited; stopping a stopped task is harmless."""
+    name = _existing(request)
+    proc = container.syncctl("stop", name, timeout=120)
+    if proc.returncode != 0:
+        ns8.log(f"stop of {name} failed: {proc.stdout.strip()} {proc.stderr.strip()}", ns8.SD_ERR)
+        sys.exit(1)
+
+
+def for_all_tasks(verb: str) -> dict:
+    """start-all-tasks / stop-all-tasks: every task handled, failures reported."""
+    failed = []
+    done = []
+    for task in StateDir().tasks():
+        args = ("start", task.name, "--detach", "--trigger", "manual") if verb == "start" else ("stop", task.name)
+        proc = container.syncctl(*args, timeout=120)
+        (done if proc.returncode == 0 else failed).append(task.name)
+        if proc.returncode != 0:
+            ns8.log(f"{verb} of {task.name} failed: {proc.stdout.strip()} {proc.stderr.strip()}", ns8.SD_ERR)
+    return {"done": done, "failed": failed}
 
 
 def enabled_mailboxes() -> tuple[list[dict], str]:
@@ -102,10 +153,17 @@ def list_tasks() -> dict:
     props = []
     for task in state.tasks():
         item = task.to_api()
+        snap = runstate.snapshot(state.tasks_dir, task.name)
+        last = snap.status
+        finished = last.state not in ("never", *runstate.ACTIVE_STATES)
         item.update({
-            "service_running": False,
-            "last_sync_timestamp": None,
-            "last_sync_exit_code": None,
+            "service_running": snap.running,
+            "state": last.state,
+            "progress": snap.progress,
+            "last_sync_timestamp": int(last.started) if finished and last.started else None,
+            "last_sync_exit_code": last.exit_code if finished else None,
+            "last_sync_state": last.state if finished else None,
+            "last_sync_reason": last.reason if finished else "",
             "has_log": state.path(task.name, ".log").exists(),
         })
         props.append(item)
