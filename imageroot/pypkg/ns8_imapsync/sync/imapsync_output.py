@@ -382,11 +382,13 @@ def error_class(code: int, errors: list[str], *, signum: int | None = None,
     """
     text = "\n".join(errors)
     if code == 0:
-        return ""
+        return ""  # it finished before a stop took effect: a complete run
+    if stop_requested:
+        return "stopped"  # whatever imapsync said while being stopped
     if signum is None and code > 128 and code - 128 in _SIGNAL_NUMBERS:
         signum = code - 128  # a wrapper (shell, flock) reported the signal as 128+N
     if signum is not None:
-        asked = stop_requested or signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+        asked = signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
         return "stopped" if asked else "crashed"  # e.g. SIGKILL by the OOM killer
     if code in (EXIT_BY_SIGNAL, EXIT_BY_FILE):
         return "stopped"
