@@ -10,29 +10,18 @@ from pathlib import Path
 import pytest
 from localnode import corpus, dovecot, redisd
 from localnode.config import NodeConfig
-
-REMOTE_USER = "carol@remote.test"  # quotes, spaces, commas, $ and backslash in her password
-
-
-def task_input(localnode: NodeConfig, **over: object) -> dict:
-    r = localnode.remote
-    data = {
-        "localuser": "u2", "task_id": "t0001", "remotehostname": r.host, "remoteport": r.imap_port,
-        "security": "tls", "remoteusername": REMOTE_USER, "remotepassword": r.users[REMOTE_USER],
-        "delete_local": False, "delete_remote": False, "delete_remote_older": 0, "exclude": "",
-        "cron": "", "foldersynchronization": "all", "sieve_enabled": False,
-    }
-    data.update(over)
-    return data
+from taskdata import REMOTE_USER, task_input, wait_idle
 
 
 def files_of(localnode: NodeConfig) -> dict[str, bytes]:
+    """The tasks' definitions (not their run records): .env, .pwd, .cron."""
     state = localnode.module_state_dir("imapsync1")
     found = {}
     for sub in ("imapsync", "cron"):
         d = state / sub
         if d.is_dir():
-            found.update({f"{sub}/{p.name}": p.read_bytes() for p in d.iterdir() if p.name != "vmail.pwd"})
+            found.update({f"{sub}/{p.name}": p.read_bytes() for p in d.iterdir()
+                          if p.name != "vmail.pwd" and p.suffix in (".env", ".pwd", ".cron")})
     return found
 
 
@@ -57,8 +46,10 @@ def test_create_list_delete(cli, localnode, clean) -> None:
     expected = {k: v for k, v in data.items() if k != "remotepassword"}
     expected.update(remoteport=str(data["remoteport"]), remotepassword="")
     assert {k: item[k] for k in expected} == expected
-    assert item["service_running"] is False and item["has_log"] is False
-    assert item["last_sync_timestamp"] is None and item["last_sync_exit_code"] is None
+    # a created task syncs at once
+    done = wait_idle(cli, "t0001")
+    assert (done["last_sync_state"], done["last_sync_exit_code"]) == ("succeeded", 0), done
+    assert done["has_log"] is True and done["last_sync_timestamp"] > 0
     state = localnode.module_state_dir("imapsync1")
     for name in ("u2_t0001.env", "u2_t0001.pwd"):
         assert stat.S_IMODE(os.stat(state / "imapsync" / name).st_mode) == 0o600
@@ -69,6 +60,9 @@ def test_create_list_delete(cli, localnode, clean) -> None:
     cli.api_ok("module/imapsync1/delete-task", {"localuser": "u2", "task_id": "t0001"})
     assert cli.api_ok("module/imapsync1/list-tasks")["user_properties"] == []
     assert files_of(localnode) == {}
+    run_files = [p.name for p in (localnode.module_state_dir("imapsync1") / "imapsync").iterdir()
+                 if p.name.startswith("u2_t0001")]
+    assert run_files == []
 
 
 @pytest.mark.parametrize("over,error,exit_code", [

@@ -37,17 +37,57 @@ def configure(request: dict) -> None:
     """configure-module/20configure."""
     provider = provider_for(request["mail_server"])
     assert provider is not None  # validated by the previous step
+    to_set, to_unset = _settings_env(request)
     ns8.set_env({
         "MAIL_SERVER": request["mail_server"],
         "MAIL_HOST": request["mail_host"],
         "MAIL_PORT": str(provider.get("port") or "143"),
         "MAIL_MODULE": provider["module_id"],
+        **to_set,
     })
+    if to_unset:
+        ns8.unset_env(to_unset)
+
+
+# configure-module field -> environment variable (read by the sync container)
+SETTINGS = {
+    "engine": "SYNC_ENGINE",
+    "max_concurrent_syncs": "SYNC_MAX_CONCURRENT",
+    "max_syncs_per_host": "SYNC_MAX_PER_HOST",
+    "stall_minutes": "SYNC_STALL_SECONDS",
+}
+
+
+def _settings_env(request: dict) -> tuple[dict[str, str], list[str]]:
+    """Values to set and variables to unset (0 or "" means: the default)."""
+    to_set, to_unset = {}, []
+    for field, var in SETTINGS.items():
+        if field not in request:
+            continue
+        value = request[field]
+        if value in ("", 0):
+            to_unset.append(var)
+        else:
+            to_set[var] = str(value * 60 if field == "stall_minutes" else value)
+    return to_set, to_unset
+
+
+def _settings_out() -> dict:
+    out: dict = {}
+    for field, var in SETTINGS.items():
+        raw = ns8.env_get(var, "") or ""
+        if field == "engine":
+            out[field] = raw
+        else:
+            n = int(raw) if raw.isdigit() else 0
+            out[field] = n // 60 if field == "stall_minutes" else n
+    return out
 
 
 def get_configuration() -> dict:
     providers = ns8.imap_providers()
     return {
+        **_settings_out(),
         "mail_server": ns8.env_get("MAIL_SERVER", "") or "",
         "mail_host": ns8.env_get("MAIL_HOST", "") or "",
         "mail_server_URL": [
