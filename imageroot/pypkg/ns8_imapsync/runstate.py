@@ -77,9 +77,6 @@ class TaskFiles:
     def log(self) -> Path:
         return self._p(".log")
 
-    def all(self) -> list[Path]:
-        return [self.lock, self.status, self.progress, self.history, self.log]
-
 
 def lock_held(path: Path) -> bool:
     """True while a run holds the lock (probed with a shared lock for an instant)."""

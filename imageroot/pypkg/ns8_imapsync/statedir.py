@@ -24,7 +24,9 @@ from pathlib import Path
 from ns8_imapsync import files
 from ns8_imapsync.task import LOCALUSER_RE, TASK_ID_RE, Task, TaskError, format_env, parse_env
 
-SUFFIXES = (".env", ".pwd", ".log")
+# every file a task owns: definition, run records (runstate), engine state
+SUFFIXES = (".env", ".pwd", ".log", ".lock", ".status.json", ".progress.json", ".history.jsonl",
+            ".native.json", ".imapsync.pid")
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}_[a-z0-9][a-z0-9_-]{0,63}$")
 
 

@@ -85,8 +85,6 @@ def delete_task(request: dict) -> None:
     if runstate.lock_held(runstate.TaskFiles(state.tasks_dir, name).lock):
         container.syncctl("stop", name, timeout=120)
     state.delete(request["localuser"], request["task_id"])
-    for path in runstate.TaskFiles(state.tasks_dir, name).all():
-        path.unlink(missing_ok=True)
 
 
 def _existing(request: dict) -> str:
@@ -119,15 +117,20 @@ def stop_task(request: dict) -> None:
 
 
 def for_all_tasks(verb: str) -> dict:
-    """start-all-tasks / stop-all-tasks: every task handled, failures reported."""
-    failed = []
-    done = []
-    for task in StateDir().tasks():
-        args = ("start", task.name, "--detach", "--trigger", "manual") if verb == "start" else ("stop", task.name)
-        proc = container.syncctl(*args, timeout=120)
-        (done if proc.returncode == 0 else failed).append(task.name)
-        if proc.returncode != 0:
-            ns8.log(f"{verb} of {task.name} failed: {proc.stdout.strip()} {proc.stderr.strip()}", ns8.SD_ERR)
+    """start-all-tasks / stop-all-tasks: one syncctl call for every task (a
+    thousand tasks queue at once, the caps decide what runs); failures are
+    reported per task and the rest are still handled."""
+    names = [t.name for t in StateDir().tasks()]
+    if not names:
+        return {"done": [], "failed": []}
+    args = ("start", *names, "--detach", "--trigger", "manual") if verb == "start" else ("stop", *names)
+    proc = container.syncctl(*args, timeout=600)
+    outcome = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
+    bad = ("no such task", "still running")
+    done = [n for n in names if n in outcome and outcome[n] not in bad]
+    failed = [n for n in names if n not in done]
+    for name in failed:
+        ns8.log(f"{verb} of {name} failed: {outcome.get(name, proc.stderr.strip() or 'no answer')}", ns8.SD_ERR)
     return {"done": done, "failed": failed}
 
 

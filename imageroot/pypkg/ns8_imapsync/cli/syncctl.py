@@ -64,34 +64,49 @@ def cmd_list_informations(name: str) -> int:
     return 0
 
 
-def cmd_start(name: str, detach: bool, trigger: str) -> int:
+def _spawn(name: str, trigger: str) -> str:
+    """A detached run of `name`; returns its state once it has queued (or why not)."""
     from ns8_imapsync import runstate
+
+    if load_plan(name) is None:
+        return "no such task"
+    tf = runstate.TaskFiles(state().tasks_dir, name)
+    if runstate.lock_held(tf.lock):
+        return "already running"
+    child = subprocess.Popen([sys.executable, "-m", "ns8_imapsync.cli.syncctl", "start", name,
+                              "--trigger", trigger], start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        st = runstate.read_status(tf)
+        if st.pid == child.pid and st.state in runstate.ACTIVE_STATES:
+            return st.state
+        if child.poll() is not None:
+            break
+        time.sleep(0.05)
+    return runstate.read_status(tf).state
+
+
+def cmd_start(names: list[str], detach: bool, trigger: str) -> int:
+    """Foreground: one task, its outcome is the exit code. Detached: any number
+    of tasks, one `<name>: <state>` line each; exit 1 if any could not start."""
     from ns8_imapsync.sync.runctl import Run
 
+    if detach:
+        failed = False
+        for name in names:
+            outcome = _spawn(name, trigger)
+            failed |= outcome == "no such task"
+            print(f"{name}: {outcome}", flush=True)
+        return 1 if failed else 0
+    if len(names) != 1:
+        print("syncctl: a foreground start takes one task", file=sys.stderr)
+        return 2
+    name = names[0]
     plan = load_plan(name)
     if plan is None:
         print(f"syncctl: no task {name}", file=sys.stderr)
         return EXIT_NO_TASK
-    tf = runstate.TaskFiles(state().tasks_dir, name)
-    if detach:
-        if runstate.lock_held(tf.lock):
-            print(f"{name}: already running")
-            return 0
-        child = subprocess.Popen([sys.executable, "-m", "ns8_imapsync.cli.syncctl", "start", name,
-                                  "--trigger", trigger], start_new_session=True, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            st = runstate.read_status(tf)
-            if st.pid == child.pid and st.state in runstate.ACTIVE_STATES:
-                print(f"{name}: {st.state}")
-                return 0
-            if child.poll() is not None:
-                break
-            time.sleep(0.05)
-        st = runstate.read_status(tf)
-        print(f"{name}: {st.state}")
-        return 0
     result = Run(state(), plan, trigger).execute()
     if result is None:
         print(f"{name}: already running, this run is skipped")
@@ -100,13 +115,19 @@ def cmd_start(name: str, detach: bool, trigger: str) -> int:
     return 0 if result.state == "succeeded" else 1
 
 
-def cmd_stop(name: str) -> int:
+def cmd_stop(names: list[str]) -> int:
+    """Stop runs (in parallel: each waits its grace period) and wait for all."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ns8_imapsync.sync.runctl import stop_run
 
-    state().load_name(name)  # validates the name
-    outcome = stop_run(state(), name)
-    print(f"{name}: {outcome}")
-    return 0 if outcome in ("stopped", "not running") else 1
+    for name in names:
+        state().load_name(name)  # validates every name first
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        outcomes = list(pool.map(lambda n: stop_run(state(), n), names))
+    for name, outcome in zip(names, outcomes, strict=True):
+        print(f"{name}: {outcome}")
+    return 0 if all(o in ("stopped", "not running") for o in outcomes) else 1
 
 
 def cmd_status(name: str) -> int:
@@ -130,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     val = sub.add_parser("validation", help="check the remote login of a task")
     val.add_argument("task", help="<localuser>_<task_id>")
     start = sub.add_parser("start", help="run a task now (skipped if it already runs)")
-    start.add_argument("task")
+    start.add_argument("task", nargs="+")
     start.add_argument("--detach", action="store_true", help="return once the run is queued")
     start.add_argument("--trigger", default="schedule", choices=["schedule", "manual", "create"])
     stop = sub.add_parser("stop", help="stop a task's run and wait until it has exited")
-    stop.add_argument("task")
+    stop.add_argument("task", nargs="+")
     status = sub.add_parser("status", help="the task's run status and progress (JSON)")
     status.add_argument("task")
     info = sub.add_parser("list-informations", help="folders, messages and bytes on both sides (JSON)")
