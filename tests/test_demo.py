@@ -26,6 +26,9 @@ def test_demo_runs_to_the_end() -> None:
         total = re.search(r"^TOTAL \((\d+) remote, (\d+) local folders\)\s+(\d+)\s+(\d+)", proc.stdout, re.M)
         assert total is not None, proc.stdout
         assert int(total.group(1)) >= 10 and int(total.group(3)) == 120
+        # a real migration: every message and folder arrived
+        assert "sync finished with exit code 0" in proc.stdout
+        assert (total.group(2), total.group(4)) == (total.group(1), total.group(3)), total.group(0)
         assert "make down" in proc.stdout
     finally:
         node.down(NodeConfig(state_dir=state, port_base=29000))
