@@ -257,3 +257,45 @@ def test_list_informations(cli, localnode, clean) -> None:
     assert down["status"] is False and down["reason"]
     missing = cli.api_ok("module/imapsync1/list-informations", {"localuser": "u3", "task_id": "nosuch"})
     assert missing == {"status": False, "reason": "task u3_nosuch does not exist"}
+
+
+@pytest.mark.parametrize("action", ["delete-task", "start-task", "stop-task", "get-log", "list-informations"])
+@pytest.mark.parametrize("over", [
+    {"localuser": "../../x"}, {"task_id": "../environment"}, {"task_id": "a;id"}, {"localuser": "$(id)"},
+    {"task_id": "x" * 10240}, {"localuser": 5}, {"surprise": "1"}, {"localuser": None},
+])
+def test_task_actions_refuse_hostile_names(cli, localnode, clean, action, over) -> None:
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode))
+    before = files_of(localnode)
+    proc = cli.api(f"module/imapsync1/{action}", {"localuser": "u2", "task_id": "t0001", **over})
+    assert proc.returncode == 10, (proc.stdout, proc.stderr)
+    assert "Validation errors" in proc.stderr
+    param = next(iter(over))
+    assert {e["parameter"] for e in json.loads(proc.stdout)} & {param, "(root)"}
+    assert files_of(localnode) == before
+
+
+@pytest.mark.parametrize("action", ["start-task", "stop-task"])
+def test_start_stop_unknown_task(cli, localnode, clean, action) -> None:
+    proc = cli.api(f"module/imapsync1/{action}", {"localuser": "u2", "task_id": "nosuch"})
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout)[0]["error"] == "task_not_found"
+
+
+def test_stop_all_tasks(cli, localnode, clean) -> None:
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode))
+    cli.api_ok("module/imapsync1/create-task", task_input(localnode, task_id="t0002"))
+    out = cli.api_ok("module/imapsync1/stop-all-tasks")
+    assert sorted(out["done"]) == ["u2_t0001", "u2_t0002"] and out["failed"] == []
+    for t in cli.api_ok("module/imapsync1/list-tasks")["user_properties"]:
+        assert t["service_running"] is False
+
+
+def test_configure_module_hostile_input(cli, configured) -> None:
+    for bad in ({"mail_server": configured["mail_server"], "mail_host": "a;rm -rf /"},
+                {"mail_server": configured["mail_server"], "mail_host": "$(id)"},
+                {"mail_server": "../../etc", "mail_host": "10.5.4.1"},
+                {"mail_server": configured["mail_server"], "mail_host": "h\nX=1"}):
+        proc = cli.api("module/imapsync1/configure-module", bad)
+        assert proc.returncode == 10, bad
+    assert cli.api_ok("module/imapsync1/get-configuration")["mail_host"] == configured["mail_host"]
