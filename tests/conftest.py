@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from localnode import node
@@ -56,16 +53,8 @@ class Cli:
 
 @pytest.fixture(scope="session")
 def localnode():
-    # not under pytest's 0700 tmp root: the Dovecot mail user must reach its files
-    state = Path(tempfile.mkdtemp(prefix="localnode-test-"))
-    state.chmod(0o755)
-    cfg = NodeConfig(state_dir=state, port_base=TEST_PORT_BASE)
-    try:
-        node.up(cfg)
+    with node.throwaway(TEST_PORT_BASE, "localnode-test-") as cfg:
         yield cfg
-    finally:
-        node.down(cfg)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

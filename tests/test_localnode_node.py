@@ -6,9 +6,7 @@ import imaplib
 import json
 import ssl
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 from localnode import cluster, node, redisd
 from localnode.config import LOCALNODE_SRC, NodeConfig
@@ -176,36 +174,9 @@ def test_both_dovecots_reachable_with_master_login(localnode: NodeConfig) -> Non
 
 def test_down_leaves_no_process() -> None:
     """A second, throw-away node: up, then down, and nothing of it keeps running."""
-    state = Path(tempfile.mkdtemp(prefix="localnode-down-"))
-    state.chmod(0o755)
-    cfg = NodeConfig(state_dir=state, port_base=27000)
-    try:
-        node.up(cfg)
+    with node.throwaway(27000, "localnode-down-") as cfg:
         assert all(node.status(cfg).values())
-    finally:
-        node.down(cfg)
     time.sleep(0.3)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(state) not in ps
+    assert str(cfg.state_dir) not in ps
     assert not any(node.status(cfg).values())
-
-
-def test_configure_module_settings_reach_the_container(cli, localnode, configured) -> None:
-    base = {"mail_server": configured["mail_server"], "mail_host": configured["mail_host"]}
-    try:
-        cli.api_ok("module/imapsync1/configure-module", {**base, "engine": "native", "max_concurrent_syncs": 7,
-                                                         "max_syncs_per_host": 2, "stall_minutes": 5})
-        conf = cli.api_ok("module/imapsync1/get-configuration")
-        assert (conf["engine"], conf["max_concurrent_syncs"], conf["max_syncs_per_host"], conf["stall_minutes"]) \
-            == ("native", 7, 2, 5)
-        proc = cli.run("runagent", "-m", "imapsync1", "podman", "exec", "imapsync", "env")
-        env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-        assert (env["SYNC_ENGINE"], env["SYNC_MAX_CONCURRENT"], env["SYNC_MAX_PER_HOST"], env["SYNC_STALL_SECONDS"]) \
-            == ("native", "7", "2", "300")
-        proc = cli.api("module/imapsync1/configure-module", {**base, "engine": "perl"})
-        assert proc.returncode == 10 and json.loads(proc.stdout)[0]["parameter"] == "engine"
-    finally:
-        cli.api_ok("module/imapsync1/configure-module", {**base, "engine": "", "max_concurrent_syncs": 0,
-                                                         "max_syncs_per_host": 0, "stall_minutes": 0})
-    conf = cli.api_ok("module/imapsync1/get-configuration")
-    assert (conf["engine"], conf["max_concurrent_syncs"]) == ("", 0)

@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 from localnode import node
@@ -65,15 +62,8 @@ def last_json(stdout: str) -> object:
 
 @pytest.fixture(scope="module")
 def default_node():
-    state = Path(tempfile.mkdtemp(prefix="localnode-readme-"))
-    state.chmod(0o755)
-    cfg = NodeConfig(state_dir=state, port_base=DEFAULT_PORT_BASE)
-    try:
-        node.up(cfg)
+    with node.throwaway(DEFAULT_PORT_BASE, "localnode-readme-") as cfg:
         yield cfg
-    finally:
-        node.down(cfg)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_readme_examples_run_as_written(default_node: NodeConfig) -> None:

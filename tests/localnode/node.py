@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from localnode import cluster, dovecot, redisd
@@ -149,3 +153,19 @@ def status(cfg: NodeConfig) -> dict[str, bool]:
     st = {"redis": redisd.running(cfg), "agentd": agentd_running(cfg)}
     st.update(dovecot.status(cfg))
     return st
+
+
+@contextmanager
+def throwaway(port_base: int, prefix: str = "localnode-") -> Iterator[NodeConfig]:
+    """A node of its own in a fresh directory: up on entry, down and gone on exit."""
+    # not under pytest's 0700 tmp root: the Dovecot mail user must reach its files
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    state.chmod(0o755)
+    cfg = NodeConfig(state_dir=state, port_base=port_base)
+    try:
+        up(cfg)
+        yield cfg
+    finally:
+        down(cfg)
+        shutil.rmtree(state, ignore_errors=True)
+

@@ -31,6 +31,15 @@ def _task_error(exc: TaskError) -> None:
     )
 
 
+def _name(request: dict) -> str:
+    """`<localuser>_<task_id>`, or a validation failure naming the bad field."""
+    try:
+        return task_name(request["localuser"], request["task_id"])
+    except TaskError as exc:
+        _task_error(exc)
+        raise  # not reached: _task_error exits
+
+
 def _create_task_error(error: str, exit_code: int) -> None:
     ns8.fail_validation([{"field": "createTask", "parameter": "createTask", "value": error, "error": error}],
                         exit_code)
@@ -77,22 +86,14 @@ def save_and_check(request: dict) -> None:
 
 def delete_task(request: dict) -> None:
     state = StateDir()
-    try:
-        name = task_name(request["localuser"], request["task_id"])
-    except TaskError as exc:
-        _task_error(exc)
-        raise  # not reached
+    name = _name(request)
     if runstate.lock_held(runstate.TaskFiles(state.tasks_dir, name).lock):
         container.syncctl("stop", name, timeout=120)
     state.delete(request["localuser"], request["task_id"])
 
 
 def _existing(request: dict) -> str:
-    try:
-        name = task_name(request["localuser"], request["task_id"])
-    except TaskError as exc:
-        _task_error(exc)
-        raise  # not reached
+    name = _name(request)
     if StateDir().load(request["localuser"], request["task_id"]) is None:
         _task_error(TaskError("task_id", "task_not_found", request["task_id"]))
     return name
@@ -178,11 +179,7 @@ def list_tasks() -> dict:
 
 def get_log(request: dict) -> dict:
     state = StateDir()
-    try:
-        path = state.path(task_name(request["localuser"], request["task_id"]), ".log")
-    except TaskError as exc:
-        _task_error(exc)
-        raise  # not reached
+    path = state.path(_name(request), ".log")
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -201,11 +198,7 @@ def get_log(request: dict) -> dict:
 def list_informations(request: dict) -> dict:
     """Both sides' totals, counted in the container; never fails the action:
     an unreachable server is `status: false` with a reason to show."""
-    try:
-        name = task_name(request["localuser"], request["task_id"])
-    except TaskError as exc:
-        _task_error(exc)
-        raise  # not reached
+    name = _name(request)
     if StateDir().load(request["localuser"], request["task_id"]) is None:
         return {"status": False, "reason": f"task {name} does not exist"}
     if not container.running():
