@@ -180,3 +180,17 @@ def test_down_leaves_no_process() -> None:
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(cfg.state_dir) not in ps
     assert not any(node.status(cfg).values())
+
+
+def test_redis_port_in_use_is_a_clear_error(tmp_path) -> None:
+    import socket
+
+    import pytest
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = NodeConfig(state_dir=tmp_path, port_base=port - 379)
+        with pytest.raises(RuntimeError, match="already in use"):
+            redisd.start(cfg)

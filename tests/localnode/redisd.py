@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from localnode.config import NodeConfig
 
@@ -35,16 +38,19 @@ def cluster_credentials(cfg: NodeConfig) -> tuple[str, str]:
 
 
 def connect(
-    cfg: NodeConfig, user: str | None = "cluster", password: str | None = None, client_name: str | None = None
+    cfg: NodeConfig, user: str | None = "cluster", password: str | None = None, client_name: str | None = None,
+    timeout: float | None = None,
 ) -> redis.Redis:
-    """A client; no socket timeout, since blocking pops wait longer than
-    redis-py's default, and a named client keeps its name on reconnects."""
+    """A client. No socket timeout by default, since blocking pops wait longer
+    than redis-py's default; a named client keeps its name on reconnects."""
     if user == "cluster" and password is None:
         password = _cluster_password(cfg)
     kw: dict = {}
     if user and user != "default":
         kw = {"username": user, "password": password}
-    return redis.Redis(host="127.0.0.1", port=cfg.redis_port, decode_responses=True, socket_timeout=None,
+    if timeout is not None:  # a probe: one attempt, no retries with backoff
+        kw["retry"] = Retry(NoBackoff(), 0)
+    return redis.Redis(host="127.0.0.1", port=cfg.redis_port, decode_responses=True, socket_timeout=timeout,
                        socket_connect_timeout=5, client_name=client_name, **kw)
 
 
@@ -53,15 +59,28 @@ def _pidfile(cfg: NodeConfig) -> Path:
 
 
 def running(cfg: NodeConfig) -> bool:
-    try:
-        return connect(cfg).ping()
+    try:  # something else on the port may never answer: do not wait for it
+        return connect(cfg, timeout=2).ping()
     except redis.RedisError:
         return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def start(cfg: NodeConfig) -> None:
     if running(cfg):
         return
+    if not _port_free(cfg.redis_port):
+        raise RuntimeError(f"cannot start redis-server: 127.0.0.1:{cfg.redis_port} is already in use "
+                           "(another node with the same port base?)")
     cfg.redis_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
