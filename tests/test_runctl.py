@@ -188,3 +188,16 @@ def test_history_keeps_the_last_20(tmp_path) -> None:
     hist = runstate.read_history(tf)
     assert len(hist) == 20 and hist[0]["copied"] == 5 and hist[-1]["copied"] == 24
     assert json.loads(tf.history.read_text().splitlines()[0])["copied"] == 5
+
+
+def test_incremental_window_for_imapsync() -> None:
+    from ns8_imapsync.sync.runctl import incremental_window
+
+    day = 86400.0
+    now = 100 * day
+    ok = {"state": "succeeded", "started": now - 3.5 * day, "folder_mode": "all"}
+    assert incremental_window([], "all", now) is None  # first run: everything
+    assert incremental_window([ok], "all", now) == 5  # 3 whole days + 2 of margin
+    assert incremental_window([ok, {"state": "failed", "started": now - day, "folder_mode": "all"}], "all", now) == 5
+    assert incremental_window([ok], "exclusion", now) is None  # the mode changed: full pass
+    assert incremental_window([{"state": "failed", "started": now, "folder_mode": "all"}], "all", now) is None

@@ -40,6 +40,7 @@ class RunStatus:
     copied: int = 0
     skipped: int = 0
     pid: int | None = None  # in the container's pid namespace: for stop only
+    folder_mode: str = ""  # the task's foldersynchronization during this run
 
     @classmethod
     def from_dict(cls, d: dict) -> RunStatus:

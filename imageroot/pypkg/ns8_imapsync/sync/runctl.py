@@ -102,6 +102,20 @@ def journal(line: str) -> None:
         pass
 
 
+def incremental_window(history: list[dict], folder_mode: str, now: float) -> int | None:
+    """imapsync's --maxage for this run: the days since the last successful run
+    in the same folder mode, plus one day of margin (--maxage compares the Date:
+    header, and clocks differ); None (a full pass) after a mode change, a
+    failure-only history or a first run. The native engine keeps its own
+    per-folder state and needs no window."""
+    for entry in reversed(history):
+        if entry.get("state") == "succeeded" and entry.get("started"):
+            if entry.get("folder_mode") != folder_mode:
+                return None
+            return int((now - float(entry["started"])) // 86400) + 2
+    return None
+
+
 def get_engine(name: str):
     if name == "imapsync":
         from ns8_imapsync.sync.imapsync_engine import ImapsyncEngine
@@ -181,6 +195,10 @@ class Run:
         self.status.state = "running"
         self.status.started = time.time()
         self.status.engine = self.engine.name
+        self.status.folder_mode = self.plan.folder_mode
+        if self.engine.name == "imapsync" and self.plan.folder_mode != "inbox":
+            self.plan.maxage_days = incremental_window(runstate.read_history(self.tf), self.plan.folder_mode,
+                                                       self.status.started)
         self._write_status()
         watchdog = threading.Thread(target=self._watchdog, daemon=True)
         watchdog.start()
