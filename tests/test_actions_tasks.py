@@ -132,9 +132,11 @@ def test_hostile_names_are_refused_by_the_schema(cli, localnode, clean, field, v
     ("remoteport", 0, 10),
     ("delete_remote", "yes", 10),
     ("security", "starttls", 10),
+    ("delete_local", True, 3),  # with delete_remote: the remote copy could be the only one
 ])
 def test_bad_values_name_the_field(cli, localnode, clean, field, value, code) -> None:
-    proc = cli.api("module/imapsync1/create-task", task_input(localnode, **{field: value}))
+    over = {field: value, "delete_remote": True} if field == "delete_local" else {field: value}
+    proc = cli.api("module/imapsync1/create-task", task_input(localnode, **over))
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert field in {e["parameter"] for e in json.loads(proc.stdout)}
     assert files_of(localnode) == {}

@@ -150,10 +150,13 @@ def test_event_is_delivered_to_module_handler(cli, localnode: NodeConfig, config
     finally:
         rdb.hset(key, "host", original)
         rdb.publish("module/mail1/event/mail-settings-changed", json.dumps({"module_uuid": configured["mail_server"]}))
-        for _ in range(50):
-            if f"MAIL_HOST={original}" in env.read_text():
+        # the handlers' restarts run one after the other: the last one gives the container the original host
+        for _ in range(100):
+            proc = cli.run("runagent", "-m", "imapsync1", "podman", "exec", "imapsync", "env")
+            if f"MAIL_HOST={original}" in proc.stdout.splitlines():
                 break
             time.sleep(0.2)
+        assert f"MAIL_HOST={original}" in proc.stdout.splitlines()
 
 
 def test_both_dovecots_reachable_with_master_login(localnode: NodeConfig) -> None:

@@ -9,6 +9,7 @@ systemd for a module's actions to manage their service unchanged.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from localnode.config import LOCALNODE_SRC
 
 HOSTBIN = LOCALNODE_SRC / "hostbin"
+JOB_VERBS = ("start", "stop", "restart", "try-restart", "reload-or-restart", "enable", "disable")
 
 
 def home() -> Path:
@@ -244,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     unit = units[0]
     try:
         for unit in units:
+            # systemd runs one job at a time per unit: a restart asked while
+            # another runs comes after it, and sees the environment as it is then
+            if verb in JOB_VERBS:
+                job_lock = open(state_dir() / f"{unit}.job.lock", "w")  # closed (unlocked) on the next unit
+                fcntl.flock(job_lock, fcntl.LOCK_EX)
             if verb == "start":
                 rc |= start(unit)
             elif verb == "stop":

@@ -52,6 +52,10 @@ def validate_create(request: dict) -> Task:
     except TaskError as exc:
         _task_error(exc)
         raise  # not reached
+    if task.delete_local and task.delete_remote:
+        # once a remote message is deleted, the next delete_local pass would
+        # remove its only copy: both engines refuse the pair, so refuse it here
+        _task_error(TaskError("delete_local", "delete_local_and_delete_remote_are_exclusive", True))
     state = StateDir()
     if not request.get("remotepassword") and not state.has_password(task):
         _task_error(TaskError("remotepassword", "remotepassword_is_required", ""))
