@@ -35,6 +35,9 @@ RUNNER = textwrap.dedent('''
     class SlowEngine:
         name = "test-double"
         def run(self, plan, progress, stop, log):
+            if "hung" in name:  # ignores stop, reports nothing
+                time.sleep(seconds)
+                return RunReport()
             steps = int(seconds * 10)
             for i in range(steps):
                 if stop.is_set():
@@ -169,8 +172,11 @@ def test_watchdog_ends_a_stalled_run(tmp_path) -> None:
     # "silent" engines never report progress
     proc = start(tmp_path, "u1_silent", 30, SYNC_STALL_SECONDS="1", SYNC_STOP_GRACE="1")
     assert proc.communicate(timeout=30)[0].strip() == "stalled"
-    st = runstate.read_status(runstate.TaskFiles(tmp_path, "u1_silent"))
+    tf = runstate.TaskFiles(tmp_path, "u1_silent")
+    st = runstate.read_status(tf)
     assert st.state == "stalled" and st.error_class == "stalled"
+    time.sleep(1.5)  # past the grace period: the run ended once, not twice
+    assert [h["state"] for h in runstate.read_history(tf)] == ["stalled"]
 
 
 @pytest.mark.parametrize("bad", ["../x", "a b", "u1", "_"])
@@ -201,3 +207,12 @@ def test_incremental_window_for_imapsync() -> None:
     assert incremental_window([ok, {"state": "failed", "started": now - day, "folder_mode": "all"}], "all", now) == 5
     assert incremental_window([ok], "exclusion", now) is None  # the mode changed: full pass
     assert incremental_window([{"state": "failed", "started": now, "folder_mode": "all"}], "all", now) is None
+
+
+def test_watchdog_ends_a_hung_engine(tmp_path) -> None:
+    proc = start(tmp_path, "u1_hung", 60, SYNC_STALL_SECONDS="1", SYNC_STOP_GRACE="1")
+    assert proc.wait(timeout=30) == 1  # the process was ended, not left hanging
+    tf = runstate.TaskFiles(tmp_path, "u1_hung")
+    assert runstate.read_status(tf).state == "stalled"
+    assert [h["state"] for h in runstate.read_history(tf)] == ["stalled"]
+    assert not runstate.lock_held(tf.lock)

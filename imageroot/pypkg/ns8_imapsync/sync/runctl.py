@@ -146,6 +146,7 @@ class Run:
         self.stall_after = setting("SYNC_STALL_SECONDS", 900)
         self.last_progress = time.monotonic()
         self.stalled = False
+        self.engine_returned = threading.Event()
         self._last_write = 0.0
         self.status = RunStatus()
 
@@ -213,6 +214,8 @@ class Run:
             except Exception as exc:  # an engine bug must still end as a recorded failure
                 log(f"engine error: {type(exc).__name__}: {exc}")
                 report = RunReport(error_class="engine_error", exit_code=1, errors=[f"{type(exc).__name__}"])
+            finally:
+                self.engine_returned.set()
             log(f"end: {report.reason}")
         if self.stalled:
             report.error_class = "stalled"
@@ -266,8 +269,8 @@ class Run:
             if time.monotonic() - self.last_progress > self.stall_after:
                 self.stalled = True
                 self.stop.set()
-                grace = setting("SYNC_STOP_GRACE", 30)
-                time.sleep(grace)
+                if self.engine_returned.wait(setting("SYNC_STOP_GRACE", 30)):
+                    return  # the run ends normally, recorded as stalled
                 # the engine did not return: record it and end the process
                 self.status.state = "stalled"
                 self._finish(RunReport(error_class="stalled", exit_code=1,
