@@ -1,8 +1,10 @@
-"""create-task, delete-task, list-tasks, get-log, get-facts.
+"""The task actions: create, delete, start, stop (one or all), list, inspect.
 
 create-task keeps nothing unless the remote login works: the files are
 written, the login is checked inside the sync container (where IMAP code
 lives), and on refusal the previous files are put back byte for byte.
+Runs are started and stopped through `syncctl` in the container; whether a
+run is alive is read from its lock (runstate), never from a pid file.
 """
 
 from __future__ import annotations
