@@ -18,6 +18,8 @@ from localnode.config import LOCALNODE_SRC, NodeConfig
 from localnode.imap_pair import Pair, start_pair, stop_pair
 
 TEST_PORT_BASE = int(os.environ.get("LOCALNODE_TEST_PORT_BASE", "26000"))
+# the `pair` fixture's Dovecots; a second checkout running tests at once sets another base
+PAIR_PORT_BASE = int(os.environ.get("LOCALNODE_PAIR_PORT_BASE", "24000"))
 
 
 @dataclass
@@ -74,7 +76,7 @@ def configured(cli: Cli) -> dict:
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
     """Both Dovecots alone (no agents), fresh for each test module that asks."""
-    started = start_pair()
+    started = start_pair(PAIR_PORT_BASE)
     try:
         yield started
     finally:
