@@ -68,25 +68,19 @@ SELECTed before APPENDs (Dovecot spends twice the CPU otherwise).
 from __future__ import annotations
 
 import errno
-import hashlib
 import imaplib
-import re
 import ssl
 import tempfile
 import threading
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO
 
 import imapclient
-from imapclient import imap_utf7
-from imapclient.datetime_util import datetime_to_INTERNALDATE
-from imapclient.response_parser import parse_fetch_response
 
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session, scrub
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
@@ -101,6 +95,20 @@ from ns8_imapsync.imap.folders import (
     namespace_info,
 )
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+from ns8_imapsync.imap.messages import (
+    AppendRefused,
+    ContentHasher,
+    append_message,
+    as_text,
+    chunked,
+    clean_flags,
+    content_key,
+    file_chunks,
+    mailbox_arg,
+    uid_fetch,
+    uid_search_all,
+    uid_sets,
+)
 from ns8_imapsync.sync import syncstate as ss
 from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import Progress, ProgressFn, RunReport, Side
@@ -112,13 +120,8 @@ BATCH_BYTES = 16 * 1024 * 1024  # bytes per body FETCH
 META_BATCH = 500  # UIDs per header FETCH
 SAVE_INTERVAL = 2.0  # seconds between state writes during a folder
 MAX_ERROR_LINES = 50
-UID_SET_MAX = 4000  # characters of one UID set on a command line
 
-SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
 SEEN, DELETED = "\\Seen", "\\Deleted"
-_KEYWORD = re.compile(r'[^\x00-\x20\x7f-\U0010ffff(){%*"\\\]]+')
-_APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.I)
-_ESEARCH_ALL = re.compile(rb"\bALL\s+([0-9:,]+)", re.I)
 _SPECIAL_USE = {b"\\sent", b"\\drafts", b"\\trash", b"\\junk", b"\\archive", b"\\all", b"\\flagged"}
 _NETWORK_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
                              errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN})
@@ -132,218 +135,11 @@ class _Fatal(Exception):
         self.error_class = error_class
 
 
-class _Refused(Exception):
-    """host2 refused one message (APPEND NO/BAD): an error for that message only."""
-
-
 def _is_network(exc: BaseException) -> bool:
     """A dropped or failing connection (not a local file problem, which is also an OSError)."""
     if isinstance(exc, imaplib.IMAP4.abort | ssl.SSLError | ConnectionError | TimeoutError):
         return True
     return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
-
-
-# ---------------------------------------------------------------------------
-# small IMAP helpers (the client is an authenticated IMAPClient)
-# ---------------------------------------------------------------------------
-
-
-def _uid_sets(uids: Iterable[int], max_len: int = UID_SET_MAX) -> Iterator[str]:
-    """Compact UID sets (``1:5,9``), each short enough for one command line."""
-    parts: list[str] = []
-    length = 0
-    ordered = sorted(set(uids))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        part = str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}"
-        if parts and length + len(part) + 1 > max_len:
-            yield ",".join(parts)
-            parts, length = [], 0
-        parts.append(part)
-        length += len(part) + 1
-        i = j + 1
-    if parts:
-        yield ",".join(parts)
-
-
-def _parse_uid_set(text: bytes) -> list[int]:
-    out: list[int] = []
-    for part in text.split(b","):
-        if b":" in part:
-            lo, hi = sorted(int(x) for x in part.split(b":"))
-            out.extend(range(lo, hi + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
-
-
-def _chunked(items: Sequence, size: int) -> Iterator[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _clean_flags(flags: Iterable[bytes | str]) -> tuple[str, ...]:
-    """host1 flags as we copy them: system flags spelled canonically, valid keywords,
-    no ``\\Recent`` (set by the server) and no unknown ``\\`` flags; sorted."""
-    out: set[str] = set()
-    for raw in flags:
-        flag = _text(raw)
-        if flag.startswith("\\"):
-            canonical = SYSTEM_FLAGS.get(flag.lower())
-            if canonical:
-                out.add(canonical)
-        elif _KEYWORD.fullmatch(flag):
-            out.add(flag)
-    return tuple(sorted(out))
-
-
-def _uid_fetch(
-    client: imapclient.IMAPClient, uidset: str, items: str, modifiers: str | None = None
-) -> dict[int, dict]:
-    """``UID FETCH uidset items [modifiers]`` keyed by UID.
-
-    imaplib's raw command is used because IMAPClient cannot take ``1:*`` nor a
-    compact set; unsolicited FETCH data without a UID is dropped.
-    """
-    args = [uidset, items] + ([modifiers] if modifiers else [])
-    typ, data = client._imap.uid("FETCH", *args)
-    if typ != "OK":
-        raise imaplib.IMAP4.error(f"UID FETCH failed: {_text((data or [b''])[0] or b'')}")
-    parsed = parse_fetch_response([d for d in data if d is not None], client.normalise_times, False)
-    out: dict[int, dict] = {}
-    for item in parsed.values():
-        uid = item.get(b"UID")
-        if isinstance(uid, int):
-            out.setdefault(uid, {}).update(item)
-    return out
-
-
-def _uid_search_all(client: imapclient.IMAPClient) -> set[int]:
-    """Every UID of the selected folder; ESEARCH keeps the reply compact (one line)."""
-    if client.has_capability("ESEARCH"):
-        typ, data = client._imap.uid("SEARCH", "RETURN", "(ALL)", "ALL")
-        lines = client._imap.untagged_responses.pop("ESEARCH", [])
-        if typ != "OK":
-            raise imaplib.IMAP4.error(f"UID SEARCH failed: {data!r}")
-        uids: set[int] = set()
-        for line in lines:
-            match = _ESEARCH_ALL.search(line if isinstance(line, bytes) else b"")
-            if match:
-                uids.update(_parse_uid_set(match.group(1)))
-        return uids
-    return set(client.search(["ALL"]))
-
-
-def _mailbox_arg(name: str) -> bytes:
-    """A decoded folder name as a quoted modified-UTF-7 IMAP string."""
-    raw = imap_utf7.encode(name)
-    return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-def _append(
-    client: imapclient.IMAPClient,
-    mailbox: bytes,
-    flags: Sequence[str],
-    when: datetime | None,
-    size: int,
-    chunks: Iterable[bytes],
-) -> int:
-    """APPEND one message sent in chunks; returns its host2 UID (APPENDUID).
-
-    Written on imaplib's primitives (as IMAPClient's own literal code is) because
-    imaplib's APPEND rewrites line endings and wants the whole message in memory.
-    """
-    imap = client._imap
-    literal_plus = client.has_capability("LITERAL+")
-    tag = imap._new_tag()
-    parts = [tag, b"APPEND", mailbox, b"(" + " ".join(flags).encode("ascii") + b")"]
-    if when is not None:
-        parts.append(b'"' + datetime_to_INTERNALDATE(when).encode("ascii") + b'"')
-    head = b" ".join(parts) + (b" {%d+}\r\n" if literal_plus else b" {%d}\r\n") % size
-    if not literal_plus:
-        imap.send(head)
-        head = b""
-        while imap._get_response():  # None = the continuation request
-            if imap.tagged_commands.get(tag):
-                _typ, data = imap.tagged_commands.pop(tag)
-                raise _Refused(_text((data or [b""])[0] or b""))
-    # One write per chunk, the command line glued to the first and CRLF to the last:
-    # separate small writes cost a delayed-ACK wait per message on some stacks.
-    parts_iter = iter(chunks)
-    first = next(parts_iter, b"")
-    pending = head + first
-    sent = len(first)
-    for chunk in parts_iter:
-        imap.send(pending)
-        pending = chunk
-        sent += len(chunk)
-    if sent != size:  # the literal is broken: the session cannot go on
-        raise imaplib.IMAP4.abort(f"message size changed while sending ({sent} of {size} bytes)")
-    imap.send(pending + b"\r\n")
-    try:
-        typ, data = imap._command_complete("APPEND", tag)
-    except imaplib.IMAP4.abort:
-        raise
-    except imaplib.IMAP4.error as exc:  # BAD
-        raise _Refused(str(exc)) from exc
-    finally:
-        imap.untagged_responses.clear()
-    text = (data or [b""])[0] or b""
-    if typ != "OK":
-        raise _Refused(_text(text))
-    match = _APPENDUID.search(text)
-    if not match:
-        raise _Refused("the server did not return the new UID (APPENDUID)")
-    return int(match.group(2))
-
-
-class _ContentHasher:
-    """sha256 over a message with every line ending made CRLF, fed in chunks.
-
-    Equal to ``identity.content_hash`` of a CRLF message; a bare LF (Dovecot
-    stores LF, other servers may hand out bare LFs) hashes as CRLF.
-    """
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._cr_pending = False
-
-    def update(self, data: bytes) -> None:
-        if self._cr_pending:
-            data = b"\r" + data
-            self._cr_pending = False
-        if data.endswith(b"\r"):
-            data = data[:-1]
-            self._cr_pending = True
-        self._hash.update(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-
-    def key(self) -> str:
-        if self._cr_pending:
-            self._hash.update(b"\r")
-            self._cr_pending = False
-        return "sha256:" + self._hash.hexdigest()
-
-
-def content_key(data: bytes) -> str:
-    """Identity of a message with neither Message-Id nor Received."""
-    hasher = _ContentHasher()
-    hasher.update(data)
-    return hasher.key()
-
-
-def _file_chunks(f: IO[bytes], size: int) -> Iterator[bytes]:
-    while True:
-        chunk = f.read(size)
-        if not chunk:
-            return
-        yield chunk
 
 
 # ---------------------------------------------------------------------------
@@ -684,7 +480,7 @@ class _Run:
             raise
         except imaplib.IMAP4.error:
             return set()
-        return {_text(name) if not isinstance(name, int) else str(name) for _f, _d, name in rows}
+        return {as_text(name) if not isinstance(name, int) else str(name) for _f, _d, name in rows}
 
     def _status_all(self, jobs: list[_Job]) -> None:
         """One STATUS per folder on each side: totals, and the "unchanged" test."""
@@ -837,12 +633,12 @@ class _Run:
             # same UIDs as at the last complete sync: only flags changed
             self.stats["h1.fetch_changed"] += 1
             flags = {uid: e.flags for uid, e in fs.entries.items()}
-            changed = _uid_fetch(self.c1, "1:*", "(UID FLAGS)", f"(CHANGEDSINCE {prev.modseq})")
-            flags.update({uid: _clean_flags(item.get(b"FLAGS", ())) for uid, item in changed.items()})
+            changed = uid_fetch(self.c1, "1:*", "(UID FLAGS)", f"(CHANGEDSINCE {prev.modseq})")
+            flags.update({uid: clean_flags(item.get(b"FLAGS", ())) for uid, item in changed.items()})
             return flags
         self.stats["h1.fetch_flags"] += 1
-        listing = _uid_fetch(self.c1, "1:*", "(UID FLAGS)")
-        return {uid: _clean_flags(item.get(b"FLAGS", ())) for uid, item in listing.items()}
+        listing = uid_fetch(self.c1, "1:*", "(UID FLAGS)")
+        return {uid: clean_flags(item.get(b"FLAGS", ())) for uid, item in listing.items()}
 
     def _reconcile(self, job: _Job) -> None:
         """SELECT the host2 folder and bring the state's UID -> key map in line with it."""
@@ -853,7 +649,7 @@ class _Run:
         ts = self.state.target_state(job.target)
         if ts.uidvalidity != uidvalidity:
             self.state.forget_target_uids(job.target, uidvalidity)
-        present = _uid_search_all(self.c2) if int(info2.get(b"EXISTS", 0)) else set()
+        present = uid_search_all(self.c2) if int(info2.get(b"EXISTS", 0)) else set()
         for uid in [u for u in ts.keys if u not in present]:
             del ts.keys[uid]
         for fs in self.state.folders_for(job.target):
@@ -872,10 +668,10 @@ class _Run:
     def _fetch_meta(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int],
                     items: str) -> dict[int, dict]:
         out: dict[int, dict] = {}
-        for batch in _chunked(list(uids), META_BATCH):
-            for uidset in _uid_sets(batch):
+        for batch in chunked(list(uids), META_BATCH):
+            for uidset in uid_sets(batch):
                 self.stats[f"{side}.fetch_meta"] += 1
-                out.update(_uid_fetch(client, uidset, items))
+                out.update(uid_fetch(client, uidset, items))
         return out
 
     def _keys(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int]) -> dict[int, str]:
@@ -925,7 +721,7 @@ class _Run:
             for uid, body in self._fetch_bodies(client, side, batch).items():
                 keys[uid] = content_key(body)
         for uid in sorted(u for u, s in sizes.items() if s > self.engine.large_message):
-            hasher = _ContentHasher()
+            hasher = ContentHasher()
             if self._read_chunks(client, side, uid, hasher.update):
                 keys[uid] = hasher.key()
         return keys
@@ -944,9 +740,9 @@ class _Run:
 
     def _fetch_bodies(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
-        for uidset in _uid_sets(uids):
+        for uidset in uid_sets(uids):
             self.stats[f"{side}.fetch_body"] += 1
-            for uid, item in _uid_fetch(client, uidset, "(UID BODY.PEEK[])").items():
+            for uid, item in uid_fetch(client, uidset, "(UID BODY.PEEK[])").items():
                 body = item.get(b"BODY[]")
                 if isinstance(body, bytes):
                     out[uid] = body
@@ -959,7 +755,7 @@ class _Run:
         offset = 0
         while True:
             self.stats[f"{side}.fetch_chunk"] += 1
-            got = _uid_fetch(client, str(uid), f"(UID BODY.PEEK[]<{offset}.{size}>)").get(uid)
+            got = uid_fetch(client, str(uid), f"(UID BODY.PEEK[]<{offset}.{size}>)").get(uid)
             if got is None:
                 return False
             part = next((v for k, v in got.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
@@ -996,7 +792,7 @@ class _Run:
     def _copy(self, job: _Job, fs: ss.FolderState, msgs: list[_Msg], fresh: set[int]) -> None:
         assert self.state is not None
         ts = self.state.target_state(job.target)
-        mailbox = _mailbox_arg(job.target)
+        mailbox = mailbox_arg(job.target)
         sizes = {m.uid: m.size for m in msgs}
         by_uid = {m.uid: m for m in msgs}
         large = self.engine.large_message
@@ -1043,7 +839,7 @@ class _Run:
                     self.log(f"{job.folder.name}/{msg.uid}: gone from the remote server during the copy")
                     return None
                 self.stats["h2.append"] += 1
-                return _append(self.c2, mailbox, flags, msg.date, len(body), [body])
+                return append_message(self.c2, mailbox, flags, msg.date, len(body), [body])
             with tempfile.TemporaryFile(dir=self.plan.workdir) as spool:
                 if not self._read_chunks(self.c1, "h1", msg.uid, spool.write):
                     self.log(f"{job.folder.name}/{msg.uid}: gone from the remote server during the copy")
@@ -1052,14 +848,14 @@ class _Run:
                 spool.seek(0)
                 self.stats["h2.append"] += 1
                 self.stats["h2.append_streamed"] += 1
-                return _append(self.c2, mailbox, flags, msg.date, size, _file_chunks(spool, self.engine.chunk_size))
-        except _Refused as exc:
+                return append_message(self.c2, mailbox, flags, msg.date, size, file_chunks(spool, self.engine.chunk_size))
+        except AppendRefused as exc:
             self.error(f"{job.folder.name}/{msg.uid} ({msg.size} bytes) could not be copied: {exc}")
             return None
 
     def _mark_seen(self, h1uids: Sequence[int]) -> None:
         """Inbox mode: the message is on host2, so it is no longer new on host1."""
-        for uidset in _uid_sets(h1uids):
+        for uidset in uid_sets(h1uids):
             self.stats["h1.store"] += 1
             self.c1.add_flags(uidset, [SEEN], silent=True)
         self.h1_modified = True
@@ -1084,18 +880,18 @@ class _Run:
         filed = self._deleted_h2(by_h2)
         todo = [u for u in by_h2 if u not in filed]
         if todo:
-            for uidset in _uid_sets(todo):
+            for uidset in uid_sets(todo):
                 self.stats["h2.filter"] += 1
                 typ, data = self.c2._raw_command(b"FILTER", [b"SIEVE", b"DELIVERY", b"UID", uidset.encode()],
                                                  uid=True)
                 for name in ("FILTERED", "FILTER", "FETCH"):
                     self.c2._imap.untagged_responses.pop(name, None)
                 if typ != "OK":  # e.g. no script: the messages stay in INBOX, as LMTP would leave them
-                    self.log(f"WARNING the Sieve filter failed, messages stay in INBOX: {_text(data[0] or b'')}")
+                    self.log(f"WARNING the Sieve filter failed, messages stay in INBOX: {as_text(data[0] or b'')}")
             # whatever the reply, what the script filed away is what it marked \Deleted
             filed |= self._deleted_h2({u: by_h2[u] for u in todo})
         if filed:
-            for uidset in _uid_sets(filed):
+            for uidset in uid_sets(filed):
                 self.c2.uid_expunge(uidset)
         for h2uid, entry in by_h2.items():
             if h2uid in filed:
@@ -1108,9 +904,9 @@ class _Run:
 
     def _deleted_h2(self, by_h2: dict[int, ss.Entry]) -> set[int]:
         out: set[int] = set()
-        for uidset in _uid_sets(by_h2):
-            for uid, item in _uid_fetch(self.c2, uidset, "(UID FLAGS)").items():
-                if DELETED in _clean_flags(item.get(b"FLAGS", ())):
+        for uidset in uid_sets(by_h2):
+            for uid, item in uid_fetch(self.c2, uidset, "(UID FLAGS)").items():
+                if DELETED in clean_flags(item.get(b"FLAGS", ())):
                     out.add(uid)
         return out
 
@@ -1133,7 +929,7 @@ class _Run:
         touched: set[int] = set()
         for groups, store in ((adds, self.c2.add_flags), (removes, self.c2.remove_flags)):
             for flags, uids in groups.items():
-                for uidset in _uid_sets(uids):
+                for uidset in uid_sets(uids):
                     self.stats["h2.store"] += 1
                     store(uidset, list(flags), silent=True)
                 touched.update(uids)
@@ -1154,17 +950,17 @@ class _Run:
         # verified right now: the copy is still in the host2 folder
         wanted = {e.h2uid for e in candidates.values() if e.h2uid is not None}
         present: set[int] = set()
-        for uidset in _uid_sets(wanted):
+        for uidset in uid_sets(wanted):
             present.update(self.c2.search(["UID", uidset]))
         verified = sorted(u for u, e in candidates.items() if e.note == ss.FILED or e.h2uid in present)
         if not verified:
             return
-        for uidset in _uid_sets(verified):
+        for uidset in uid_sets(verified):
             self.stats["h1.store"] += 1
             self.c1.add_flags(uidset, [DELETED], silent=True)
         self.h1_modified = True
         if self.c1.has_capability("UIDPLUS"):
-            for uidset in _uid_sets(verified):
+            for uidset in uid_sets(verified):
                 self.c1.uid_expunge(uidset)
         elif self._only_ours_deleted(verified):
             self.c1.expunge()
@@ -1233,7 +1029,7 @@ class _Run:
         self.stats["h2.select"] += 1
         self.touched2.add(target)
         self.c2.select_folder(target)
-        for uidset in _uid_sets(uids):
+        for uidset in uid_sets(uids):
             self.c2.add_flags(uidset, [DELETED], silent=True)
             self.c2.uid_expunge(uidset)
         ts = self.state.target_state(target)
