@@ -88,11 +88,6 @@ from ns8_imapsync.imap.folders import (
     Folder,
     _folder_arg,
     _folder_encoding,
-    always_excluded,
-    is_excluded,
-    list_folders,
-    map_name,
-    namespace_info,
 )
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import (
@@ -109,7 +104,9 @@ from ns8_imapsync.imap.messages import (
     uid_search_all,
     uid_sets,
 )
+from ns8_imapsync.sync import folderpairs
 from ns8_imapsync.sync import syncstate as ss
+from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
 from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import Progress, ProgressFn, RunReport, Side
 
@@ -122,7 +119,6 @@ SAVE_INTERVAL = 2.0  # seconds between state writes during a folder
 MAX_ERROR_LINES = 50
 
 SEEN, DELETED = "\\Seen", "\\Deleted"
-_SPECIAL_USE = {b"\\sent", b"\\drafts", b"\\trash", b"\\junk", b"\\archive", b"\\all", b"\\flagged"}
 _NETWORK_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
                              errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN})
 
@@ -232,9 +228,7 @@ class _Run:
         self.appends = 0
         self.last_save = 0.0
         self.h1_modified = False  # this folder: we changed host1 (\Seen, expunge)
-        self.kept_targets: set[str] = set()  # host2 names some host1 folder maps to
-        self.h2_folders: list[Folder] = []
-        self.delim2 = "/"
+        self.found = folderpairs.Discovery([], [], [], "/")
         self.status2: dict[str, dict] = {}  # last STATUS of each host2 folder
         self.touched2: set[str] = set()  # host2 folders changed since their last STATUS
 
@@ -418,35 +412,18 @@ class _Run:
 
     def _discover(self) -> list[_Job]:
         """The host1 folders to sync (by mode and exclusions) and their host2 names."""
-        c1, c2 = self.c1, self.c2
-        prefix1, delim1 = namespace_info(c1)
-        prefix2, delim2 = namespace_info(c2)
-        self.delim2 = delim2
-        folders1 = list_folders(c1)
-        self.h2_folders = list_folders(c2)
+        found = folderpairs.discover(self.c1, self.c2, self.plan, self.log)
+        self.found = found
         assert self.state is not None
-        self.state.drop_folders_except({f.raw_text for f in folders1})
-        jobs: list[_Job] = []
-        for f in folders1:
-            target = map_name(f.name, prefix1, delim1, prefix2, delim2)
-            self.kept_targets.add(target)
-            if self.inbox and f.name.upper() != "INBOX":
-                continue
-            if is_excluded(f.name, self.plan.exclude, delimiter=f.delimiter or delim1, raw=f.raw_text):
-                self.log(f"folder {f.name} excluded")
-                continue
-            if always_excluded(target, delim2 or None):
-                self.log(f"folder {f.name} excluded (its local name {target} is a shared namespace)")
-                continue
-            jobs.append(_Job(f, target, {}))
-        jobs.sort(key=lambda j: (j.folder.name.upper() != "INBOX", j.folder.name))
-        self.log(f"{len(jobs)} folder(s) to sync of {len(folders1)} on the remote server")
+        self.state.drop_folders_except({f.raw_text for f in found.folders1})
+        jobs = [_Job(p.folder, p.target, {}) for p in found.pairs]
+        self.log(f"{len(jobs)} folder(s) to sync of {len(found.folders1)} on the remote server")
         return jobs
 
     def _create_targets(self, jobs: list[_Job]) -> None:
         """CREATE missing host2 folders, parents first; subscribe them as host1 does."""
         c2 = self.c2
-        existing = {f.name for f in self.h2_folders} | {"INBOX"}
+        existing = {f.name for f in self.found.folders2} | {"INBOX"}
         subscribed = self._h1_subscriptions()
         created: set[str] = set()
         for job in sorted(jobs, key=lambda j: j.target):
@@ -991,8 +968,7 @@ class _Run:
         if self.report.errors:
             self.log("delete_local skipped: this run had errors")
             return
-        share = self.plan.delete_local_max_share
-        brakes: list[str] = []
+        losses: list[FolderLoss] = []
         plans: list[tuple[str, list[int]]] = []
         by_target: dict[str, list[_Job]] = defaultdict(list)
         for job in jobs:
@@ -1000,20 +976,11 @@ class _Run:
         for target, tjobs in sorted(by_target.items()):
             present = set(self.state.target_state(target).keys)
             gone = sorted(present - self.state.claimed(target))
-            if not gone:
-                continue
-            if sum(j.messages for j in tjobs) == 0:
-                brakes.append(f"{target}: the remote folder is empty but the local one has {len(present)} "
-                              "message(s)")
-            elif len(gone) > share * len(present):
-                brakes.append(f"{target}: {len(gone)} of {len(present)} local messages would be deleted")
-            else:
+            if gone:
+                losses.append(FolderLoss(target, sum(j.messages for j in tjobs), len(present), len(gone)))
                 plans.append((target, gone))
         folders = self._local_folders_to_delete()
-        for folder, count in folders:
-            if count and share < 1.0:
-                brakes.append(f"{folder.name}: the folder is absent on the remote server and holds "
-                              f"{count} local message(s)")
+        brakes = brake_reasons(losses, [(f.name, n) for f, n in folders], self.plan.delete_local_max_share)
         if brakes:
             self.report.error_class = "delete_local_brake"
             for line in brakes:
@@ -1042,26 +1009,11 @@ class _Run:
 
     def _local_folders_to_delete(self) -> list[tuple[Folder, int]]:
         """host2 folders no host1 folder maps to, with their message counts."""
-        kept = set(self.kept_targets)
-        if self.delim2:
-            for name in list(kept):
-                parts = name.split(self.delim2)
-                kept.update(self.delim2.join(parts[:i]) for i in range(1, len(parts)))
-        names = [f.name for f in self.h2_folders]
         out: list[tuple[Folder, int]] = []
-        for folder in self.h2_folders:
-            name = folder.name
-            delim = folder.delimiter or "/"
-            if name.upper() == "INBOX" or name in kept or always_excluded(name, folder.delimiter or None):
-                continue
-            if any(f.lower() in _SPECIAL_USE for f in folder.flags if isinstance(f, bytes)):
-                continue
-            if any(n.startswith(name + delim) for n in names):
-                continue
-            status = self._status2(name)
-            if status is None:
-                continue
-            out.append((folder, int(status.get(b"MESSAGES", 0))))
+        for folder in folderpairs.local_orphans(self.found):
+            status = self._status2(folder.name)
+            if status is not None:
+                out.append((folder, int(status.get(b"MESSAGES", 0))))
         return out
 
     def _delete_local_folder(self, folder: Folder) -> None:
