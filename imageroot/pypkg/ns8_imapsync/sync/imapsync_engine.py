@@ -13,9 +13,11 @@ after ``term_grace`` SIGKILL to the group. The group is always killed once
 the leader has exited, before it is reaped (the zombie keeps the group id
 reserved, so no unrelated process can be hit).
 
-After ``run``, ``last_copied`` lists the messages imapsync appended (host1
-folder/UID, host2 folder/UID): the inbox-mode ``\\Seen`` and Sieve post-steps
-can use it as a hint, but must verify on the servers themselves.
+Around imapsync, ``poststeps`` does in Python what a stock imapsync cannot:
+before, the Sieve capability check and the delete_local brake; after, inbox-mode
+``\\Seen`` marking, Sieve delivery of this run's copies and the deletion of old
+verified remote messages.  ``last_copied`` lists the messages imapsync appended
+(host1 folder/UID, host2 folder/UID), which the Sieve step filters.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ns8_imapsync.sync import poststeps
 from ns8_imapsync.sync.imapsync_cmd import ArgvError, build_argv, default_pidfile
 from ns8_imapsync.sync.imapsync_output import CopiedMessage, ImapsyncOutputParser
 from ns8_imapsync.sync.plan import SyncPlan, read_password
@@ -213,6 +216,9 @@ class ImapsyncEngine:
             return _failed("stopped", "stopped before imapsync started", 0)
         argv[0] = executable
         self.last_argv = argv
+        refused = poststeps.precheck(plan, log)
+        if refused is not None:
+            return refused
         clear_stale_pidfile(pidfile)
         try:
             proc = subprocess.Popen(
@@ -251,7 +257,9 @@ class ImapsyncEngine:
         if supervisor.actions:
             log(f"imapsync engine: stop requested ({', '.join(supervisor.actions)})")
         self.last_copied = parser.copied
-        return parser.finish(proc.returncode, stop_requested=stop.is_set())
+        report = parser.finish(proc.returncode, stop_requested=stop.is_set())
+        poststeps.after_run(plan, report, self.last_copied, log, stop)
+        return report
 
     @staticmethod
     def _cleanup(proc: subprocess.Popen, pidfile: Path, supervisor: _Supervisor) -> None:

@@ -1,0 +1,352 @@
+"""What an unpatched imapsync cannot do, done in Python around its run.
+
+The reference module relied on a patched imapsync (``--setflag1``,
+``--sievedelivery2``, ``--delete1older``).  Here imapsync stays stock and these
+steps open their own sessions, before and after it:
+
+Before the run (``precheck``)
+    * with Sieve: host2 must offer ``FILTER=SIEVE``, else the run does not start
+      (``sieve_unavailable``) rather than copy messages that then never get filtered;
+    * with delete_local: the brake (``brake``) on counts from STATUS.  imapsync's
+      ``--delete2`` would delete at least host2 - host1 messages of a folder and
+      every local folder absent on the remote (``--delete2folders``); when that
+      trips the brake, imapsync is not started at all.
+
+After the run (``after_run``); every message is checked on the servers, never
+taken from imapsync's output alone:
+    * inbox mode: each UNSEEN host1 INBOX message whose identity (imapsync's
+      header signature) is in the host2 INBOX is marked ``\\Seen`` on host1, so the
+      next run's ``--search1=UNSEEN`` never offers it again;
+    * Sieve: the host2 INBOX copies made by this run (their host2 UIDs come from
+      imapsync's ``copied to`` lines), plus any left pending by an interrupted
+      run, go through ``UID FILTER SIEVE DELIVERY``; the originals the script
+      filed elsewhere (it marks them ``\\Deleted``) are expunged.  Messages that
+      were ``\\Deleted`` before the filter are never expunged by us.  Pending UIDs
+      are kept in ``<task>.sieve.json`` until filtered, so a crash or a stop
+      between the copy and the filter is finished by the next run;
+    * delete_remote_older N: in each synced folder, host1 messages older than N
+      days (SEARCH BEFORE) whose identity is in the mapped host2 folder are
+      deleted (UID EXPUNGE).  imapsync keeps INTERNALDATE, so the host2 copies
+      are searched in the same date window (plus two days for time zones).
+      Matching is a multiset: two identical host1 messages need two copies.
+
+Messages with neither Message-Id nor Received have no signature: imapsync
+skips them, and so these steps never mark or delete them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import imapclient
+
+from ns8_imapsync.files import write_atomic
+from ns8_imapsync.imap.connection import close_quietly, describe, open_session
+from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
+from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding
+from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+from ns8_imapsync.imap.messages import chunked, clean_flags, uid_fetch, uid_search_all, uid_sets
+from ns8_imapsync.sync import folderpairs
+from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
+from ns8_imapsync.sync.imapsync_output import CopiedMessage
+from ns8_imapsync.sync.plan import SyncPlan, read_password
+from ns8_imapsync.sync.report import RunReport
+
+SEEN, DELETED = "\\Seen", "\\Deleted"
+META_BATCH = 500  # UIDs per header FETCH
+DATE_MARGIN = timedelta(days=2)  # host2 date window slack: BEFORE ignores time zones
+# the run already failed to log in or connect: the post-steps would fail the same way
+SESSION_FAILURES = {"bad_user_credentials", "bad_master_credentials", "Check_hostname_or_tcp_port",
+                    "SSL_encryption_error", "STARTTLS_not_allowed_use_IMAPS", "validation_failed"}
+
+Log = Callable[[str], object]
+
+
+class StepFailed(Exception):
+    """A post-step could not run; ``error_class`` says why (the text is for the log)."""
+
+    def __init__(self, error_class: str, text: str) -> None:
+        super().__init__(text)
+        self.error_class = error_class
+
+
+@dataclass
+class Sessions:
+    c1: imapclient.IMAPClient
+    c2: imapclient.IMAPClient
+
+
+@contextlib.contextmanager
+def sessions(plan: SyncPlan) -> Iterator[Sessions]:
+    """Both sessions, or StepFailed with the error class a run would report."""
+    try:
+        pw1, pw2 = read_password(plan.source_password_file), read_password(plan.target_password_file)
+    except OSError as exc:
+        raise StepFailed("validation_failed", f"a password file cannot be read ({exc.strerror or exc})") from exc
+    c1 = c2 = None
+    try:
+        try:
+            c1 = open_session(plan.source, pw1)
+        except Exception as exc:
+            raise StepFailed(classify(exc), describe(exc, plan.source, pw1)) from exc
+        try:
+            c2 = open_session(plan.target, pw2)
+        except Exception as exc:
+            error_class = classify(exc)
+            if error_class == BAD_USER_CREDENTIALS:
+                error_class = "bad_master_credentials"
+            raise StepFailed(error_class, describe(exc, plan.target, pw2)) from exc
+        yield Sessions(c1, c2)
+    finally:
+        close_quietly(c2)
+        close_quietly(c1)
+
+
+def needs_precheck(plan: SyncPlan) -> bool:
+    return plan.sieve_enabled or (plan.delete_local and plan.folder_mode != "inbox")
+
+
+def needs_after_run(plan: SyncPlan) -> bool:
+    return plan.folder_mode == "inbox" or plan.delete_remote_older > 0
+
+
+def _failed(error_class: str, errors: list[str]) -> RunReport:
+    return RunReport(errors=errors, error_class=error_class, exit_code=1)
+
+
+# ---------------------------------------------------------------------------------- before
+def precheck(plan: SyncPlan, log: Log) -> RunReport | None:
+    """None when imapsync may run; otherwise the report of a run that did not start."""
+    if not needs_precheck(plan):
+        return None
+    try:
+        with sessions(plan) as s:
+            if plan.sieve_enabled and not s.c2.has_capability("FILTER=SIEVE"):
+                return _failed("sieve_unavailable",
+                               [f"the local server {plan.target.where} does not offer FILTER=SIEVE"])
+            if plan.delete_local and plan.folder_mode != "inbox":
+                reasons = _brake_on_counts(s, plan, log)
+                if reasons:
+                    for line in reasons:
+                        log(f"delete_local brake: {line}")
+                    return _failed("delete_local_brake", [f"delete_local brake: {r}" for r in reasons])
+    except StepFailed as exc:
+        return _failed(exc.error_class, [str(exc)])
+    except (imaplib.IMAP4.error, OSError) as exc:
+        return _failed("connection_lost", [f"the pre-run check failed: {exc}"])
+    return None
+
+
+def _messages(client: imapclient.IMAPClient, folder: Folder | str) -> int:
+    arg, encode = _folder_arg(folder)
+    with _folder_encoding(client, encode):
+        return int(client.folder_status(arg, ["MESSAGES"]).get(b"MESSAGES", 0))
+
+
+def _select(client: imapclient.IMAPClient, folder: Folder | str, readonly: bool = False) -> dict:
+    """SELECT by the server's own bytes when the decoded name would not encode back to them."""
+    arg, encode = _folder_arg(folder)
+    with _folder_encoding(client, encode):
+        return client.select_folder(arg, readonly=readonly)
+
+
+def _brake_on_counts(s: Sessions, plan: SyncPlan, log: Log) -> list[str]:
+    found = folderpairs.discover(s.c1, s.c2, plan, log)
+    existing2 = {f.name for f in found.folders2}
+    remote: Counter[str] = Counter()
+    for pair in found.pairs:
+        remote[pair.target] += _messages(s.c1, pair.folder)
+    losses = []
+    for target, n1 in sorted(remote.items()):
+        n2 = _messages(s.c2, target) if target in existing2 or target.upper() == "INBOX" else 0
+        losses.append(FolderLoss(target, n1, n2, max(0, n2 - n1)))
+    orphans = [(f.name, _messages(s.c2, f)) for f in folderpairs.local_orphans(found)]
+    return brake_reasons(losses, orphans, plan.delete_local_max_share)
+
+
+# ---------------------------------------------------------------------------------- after
+def signatures(client: imapclient.IMAPClient, uids: Iterable[int]) -> dict[int, str]:
+    """imapsync's identity of each message of the selected folder that has one."""
+    out: dict[int, str] = {}
+    for batch in chunked(sorted(set(uids)), META_BATCH):
+        for uidset in uid_sets(batch):
+            for uid, item in uid_fetch(client, uidset, f"(UID {HEADER_FETCH.decode()})").items():
+                header = header_from_fetch(item)
+                signature = header_signature(header) if header is not None else None
+                if signature:
+                    out[uid] = signature
+    return out
+
+
+def verified(wanted: dict[int, str], present: Iterable[str]) -> list[int]:
+    """The UIDs of ``wanted`` whose identity has a copy in ``present``, one copy each."""
+    available = Counter(present)
+    out = []
+    for uid in sorted(wanted):
+        if available[wanted[uid]] > 0:
+            available[wanted[uid]] -= 1
+            out.append(uid)
+    return out
+
+
+def after_run(plan: SyncPlan, report: RunReport, copied: Sequence[CopiedMessage], log: Log,
+              stop: threading.Event) -> None:
+    """Run the post-steps the plan needs and record what they did in ``report``.
+
+    A failure here is added to the report's errors (and sets its error class if
+    the run had none); it never undoes what imapsync copied.  After a stop the
+    inbox steps still run (a few commands: the copies made so far are marked and
+    filtered), the age deletion does not.
+    """
+    if not needs_after_run(plan) or report.error_class in SESSION_FAILURES:
+        return
+    try:
+        with sessions(plan) as s:
+            if plan.folder_mode == "inbox":
+                mark_seen(s, report, log)
+                if plan.sieve_enabled:
+                    filter_copies(s, plan, copied, report, log)
+            if plan.delete_remote_older > 0 and not stop.is_set():
+                delete_old_verified(s, plan, report, log)
+    except StepFailed as exc:
+        _record(report, exc.error_class, str(exc), log)
+    except (imaplib.IMAP4.error, OSError) as exc:
+        _record(report, "connection_lost", f"a post-sync step failed: {exc}", log)
+
+
+def _record(report: RunReport, error_class: str, text: str, log: Log) -> None:
+    log(f"ERROR {text}")
+    report.errors.append(text)
+    if not report.error_class:
+        report.error_class = error_class
+        report.exit_code = report.exit_code or 1
+
+
+def mark_seen(s: Sessions, report: RunReport, log: Log) -> int:
+    """Inbox mode: UNSEEN host1 INBOX messages that are in the host2 INBOX become \\Seen on host1."""
+    s.c1.select_folder("INBOX")
+    unseen = s.c1.search(["UNSEEN"])
+    if not unseen:
+        return 0
+    wanted = signatures(s.c1, unseen)
+    s.c2.select_folder("INBOX", readonly=True)
+    present = signatures(s.c2, uid_search_all(s.c2)).values()
+    done = verified(wanted, present)
+    for uidset in uid_sets(done):
+        s.c1.add_flags(uidset, [SEEN], silent=True)
+    if done:
+        log(f"INBOX: {len(done)} remote message(s) verified on the local server and marked \\Seen")
+    if len(done) < len(unseen):
+        log(f"INBOX: {len(unseen) - len(done)} unseen remote message(s) are not on the local server "
+            "and stay unseen")
+    return len(done)
+
+
+class SievePending:
+    """host2 INBOX UIDs copied but not yet filtered, kept across runs (``<task>.sieve.json``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, uidvalidity: int) -> set[int]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return set()
+        if not isinstance(data, dict) or data.get("uidvalidity") != uidvalidity:
+            return set()  # the folder was recreated: its old UIDs mean nothing
+        return {u for u in data.get("uids", []) if isinstance(u, int) and u > 0}
+
+    def save(self, uidvalidity: int, uids: Iterable[int]) -> None:
+        uids = sorted(set(uids))
+        if not uids:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return
+        write_atomic(self.path, json.dumps({"uidvalidity": uidvalidity, "uids": uids}))
+
+
+def _deleted(client: imapclient.IMAPClient, uids: Iterable[int]) -> set[int]:
+    out: set[int] = set()
+    for uidset in uid_sets(uids):
+        for uid, item in uid_fetch(client, uidset, "(UID FLAGS)").items():
+            if DELETED in clean_flags(item.get(b"FLAGS", ())):
+                out.add(uid)
+    return out
+
+
+def filter_copies(s: Sessions, plan: SyncPlan, copied: Sequence[CopiedMessage], report: RunReport,
+                  log: Log) -> int:
+    """Sieve: run the user's script on this run's INBOX copies (and earlier pending ones)."""
+    if not s.c2.has_capability("FILTER=SIEVE"):
+        raise StepFailed("sieve_unavailable", f"the local server {plan.target.where} does not offer FILTER=SIEVE")
+    info = s.c2.select_folder("INBOX")
+    uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+    pending = SievePending(Path(plan.workdir) / f"{plan.task_name}.sieve.json")
+    uids = pending.load(uidvalidity) | {c.uid2 for c in copied
+                                        if c.uid2 and c.folder2.upper() == "INBOX" and c.folder1.upper() == "INBOX"}
+    if not uids:
+        return 0
+    pending.save(uidvalidity, uids)  # before the filter: a crash now is finished by the next run
+    present = set()
+    for uidset in uid_sets(uids):
+        present.update(s.c2.search(["UID", uidset]))
+    before = _deleted(s.c2, present)
+    todo = sorted(present - before)
+    for uidset in uid_sets(todo):
+        typ, data = s.c2._raw_command(b"FILTER", [b"SIEVE", b"DELIVERY", b"UID", uidset.encode()], uid=True)
+        for name in ("FILTERED", "FILTER", "FETCH"):
+            s.c2._imap.untagged_responses.pop(name, None)
+        if typ != "OK":  # e.g. no active script: the messages stay in INBOX, as LMTP would leave them
+            log(f"WARNING the Sieve filter failed, messages stay in INBOX: {data[0]!r}")
+    filed = sorted(_deleted(s.c2, todo)) if todo else []
+    for uidset in uid_sets(filed):
+        s.c2.uid_expunge(uidset)
+    pending.save(uidvalidity, ())
+    log(f"INBOX: {len(todo)} copied message(s) passed through the Sieve script, {len(filed)} filed elsewhere")
+    return len(filed)
+
+
+def delete_old_verified(s: Sessions, plan: SyncPlan, report: RunReport, log: Log) -> int:
+    """delete_remote_older: expunge on host1 old messages whose copy is on host2."""
+    cutoff = (datetime.now(UTC) - timedelta(days=plan.delete_remote_older)).date()
+    found = folderpairs.discover(s.c1, s.c2, plan, lambda _line: None)
+    existing2 = {f.name for f in found.folders2} | {"INBOX"}
+    total = 0
+    for pair in found.pairs:
+        if pair.target not in existing2:
+            continue
+        _select(s.c1, pair.folder)
+        old = s.c1.search(["BEFORE", cutoff])
+        if not old:
+            continue
+        wanted = signatures(s.c1, old)
+        _select(s.c2, pair.target, readonly=True)
+        copies = s.c2.search(["BEFORE", cutoff + DATE_MARGIN])
+        done = verified(wanted, signatures(s.c2, copies).values()) if copies else []
+        if not done:
+            continue
+        for uidset in uid_sets(done):
+            s.c1.add_flags(uidset, [DELETED], silent=True)
+        if s.c1.has_capability("UIDPLUS"):
+            for uidset in uid_sets(done):
+                s.c1.uid_expunge(uidset)
+        elif set(s.c1.search(["DELETED"])) <= set(done):
+            s.c1.expunge()
+        else:
+            log(f"folder {pair.folder.name}: the remote server lacks UIDPLUS and other messages are marked "
+                "deleted there: verified messages were marked \\Deleted, not expunged")
+            continue
+        total += len(done)
+        log(f"folder {pair.folder.name}: {len(done)} message(s) older than {plan.delete_remote_older} days, "
+            "verified on the local server, deleted on the remote server")
+    report.deleted_host1 += total
+    return total
