@@ -26,7 +26,7 @@ from ns8_imapsync.task import LOCALUSER_RE, TASK_ID_RE, Task, TaskError, format_
 
 # every file a task owns: definition, run records (runstate), engine state
 SUFFIXES = (".env", ".pwd", ".log", ".lock", ".status.json", ".progress.json", ".history.jsonl",
-            ".native.json", ".imapsync.pid")
+            ".native.json", ".imapsync.pid", ".sieve.json")
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}_[a-z0-9][a-z0-9_-]{0,63}$")
 
 
