@@ -267,6 +267,16 @@ def test_provisioner_takes_a_mailbox_made_meanwhile_as_existing(panel):
     assert panel.created == []
 
 
+def test_fresh_ensure_notices_a_mailbox_removed_since_it_was_listed(panel):
+    """The lazy second chance after a failed login must not trust the cache."""
+    prov = Provisioner(client_for(panel), quota_mb=0, dry_run=False, log=lambda _: None)
+    assert prov.ensure("carol@beta.example", MAILBOX_PW) == "exists"
+    panel.domains["beta.example"].remove("carol")
+    assert prov.ensure("carol@beta.example", MAILBOX_PW) == "exists"  # cached
+    assert prov.ensure("carol@beta.example", MAILBOX_PW, fresh=True) == "created"
+    assert panel.created == ["carol@beta.example"]
+
+
 def test_provisioner_is_safe_across_import_workers(panel):
     prov = Provisioner(client_for(panel), quota_mb=0, dry_run=False, log=lambda _: None)
     results: list[str] = []
@@ -430,6 +440,27 @@ def test_menu_enter_takes_all_domains_and_passwords_are_left_for_the_operator(pa
     assert "passwords" in term.output and "fill them in" in term.output
     assert PANEL_PW not in term.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_panel_password_prompt_on_the_terminal_is_not_echoed(panel, tmp_path):
+    out = tmp_path / "export.pass.config.json"
+    term = Terminal(indexer_argv() + base_args(panel, out) + ["--domains", "beta.example"],
+                    indexer_env(), tmp_path)
+    term.expect("DirectAdmin password: ")
+    term.send(PANEL_PW)
+    assert term.wait() == exitcodes.OK
+    assert PANEL_PW not in term.output
+    assert [a["email"] for a in read_config(out)["accounts"]] == ["carol@beta.example"]
+
+
+def test_ctrl_c_at_the_menu_writes_nothing(panel, tmp_path):
+    out = tmp_path / "export.pass.config.json"
+    term = Terminal(indexer_argv() + base_args(panel, out), indexer_env(DA_PASSWORD=PANEL_PW), tmp_path)
+    term.expect("Enter for all): ")
+    os.write(term.fd, b"\x03")
+    assert term.wait() == exitcodes.INTERRUPTED
+    assert "nothing written" in term.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def run_indexer(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:

@@ -330,12 +330,17 @@ class Provisioner:
         if self.quota_mb < 0:
             raise DirectAdminError(f"the mailbox quota must be 0 (unlimited) or more MB, not {self.quota_mb}")
 
-    def ensure(self, email: str, password: str) -> str:
+    def ensure(self, email: str, password: str, *, fresh: bool = False) -> str:
         """"exists", "created" or "would-create" (dry run) for `email`; raises
-        DirectAdminError when the panel fails or does not hold the domain."""
+        DirectAdminError when the panel fails or does not hold the domain.
+
+        `fresh` re-lists the domain first instead of trusting the cache: for the
+        lazy second chance after a login failed, when the box may have gone."""
         box = split_email(email)
         with self._lock:
             existing = self._known(box.domain)
+            if fresh and box.user in existing:
+                existing = self._refresh(box.domain)
             if box.user in existing:
                 return "exists"
             if self.dry_run:
@@ -347,9 +352,12 @@ class Provisioner:
                 return "would-create"
             try:
                 self.client.create_mailbox(box.email, password, self.quota_mb)
-            except DirectAdminError:
+            except DirectAdminError as refused:
                 # Another tool (or a previous run that lost its reply) may have made it meanwhile.
-                existing = self._refresh(box.domain)
+                try:
+                    existing = self._refresh(box.domain)
+                except DirectAdminError:
+                    raise refused from None
                 if box.user in existing:
                     return "exists"
                 raise
