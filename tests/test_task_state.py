@@ -102,3 +102,42 @@ def test_delete_removes_every_file(tmp_path) -> None:
     assert state.delete("u2", "abc123") is True
     assert list((tmp_path / "imapsync").iterdir()) == [] and list((tmp_path / "cron").iterdir()) == []
     assert state.delete("u2", "abc123") is False
+
+
+@pytest.mark.parametrize("every", [1, 5, 7, 15, 45, 59])
+def test_minute_schedules_fire_every_n_minutes_from_midnight(tmp_path, every: int) -> None:
+    """`*/45` would fire at :00 and :45 (15 minutes apart); the schedule keeps the
+    interval all day, with one shorter gap at midnight, read as cron reads it."""
+    from datetime import datetime, timedelta
+
+    from localnode import crond
+
+    state = StateDir(tmp_path / "imapsync", tmp_path / "cron")
+    state.save(Task(**BASE, cron=f"{every}m"), "pw")
+    schedule.expand(state, "h")
+    lines = [ln.split(None, 5) for ln in (tmp_path / "cron" / "u2_abc123.cron").read_text().splitlines()[1:] if ln]
+    assert all(ln[5] == "root /usr/local/bin/syncctl start u2_abc123" for ln in lines)
+    start = datetime(2026, 11, 22)
+    fired = [i for i in range(1440) if any(crond.due(ln[:5], start + timedelta(minutes=i)) for ln in lines)]
+    assert fired == list(range(0, 1440, every))
+
+
+def test_custom_cron_files_are_kept_and_run(tmp_path, monkeypatch) -> None:
+    """An administrator's `cron/*.custom` (e.g. a sync with other options) survives
+    expand-cron and is run by the scheduler like the generated files."""
+    import json
+    from datetime import datetime
+
+    from localnode import crond
+
+    state = StateDir(tmp_path / "imapsync", tmp_path / "cron")
+    state.save(Task(**BASE, cron="5m"), "pw")
+    (tmp_path / "cron").mkdir(exist_ok=True)
+    (tmp_path / "cron" / "night.custom").write_text("FOO=bar\n30 2 * * * root /usr/local/bin/syncctl start u2_abc123\n")
+    schedule.expand(state, "10.5.4.1")
+    assert sorted(p.name for p in (tmp_path / "cron").iterdir()) == ["night.custom", "u2_abc123.cron"]
+    monkeypatch.setenv("LOCALNODE_MOUNTS", json.dumps([[str(tmp_path / "cron"), "/etc/cron.d"]]))
+    at_230 = crond.jobs(datetime(2026, 11, 22, 2, 30))
+    assert (["/usr/local/bin/syncctl", "start", "u2_abc123"], {"FOO": "bar"}) in at_230
+    assert (["/usr/local/bin/syncctl", "start", "u2_abc123"], {"MAIL_HOST": "10.5.4.1"}) in at_230
+    assert crond.jobs(datetime(2026, 11, 22, 2, 31)) == []

@@ -2,9 +2,18 @@
 
 The container runs cronie on `cron/` (mounted as /etc/cron.d), so each
 scheduled task gets one system-crontab file: the mail server address, then
-one line starting `syncctl start <task>`. Only `Nm` (1-59) and `Nh` (1-23)
-exist; anything else was refused by `Task`. Whether a due run is skipped
-because the previous one still runs is syncctl's business, not cron's.
+`syncctl start <task>` lines. Only `Nm` (1-59) and `Nh` (1-23) exist;
+anything else was refused by `Task`. Whether a due run is skipped because the
+previous one still runs is syncctl's business, not cron's.
+
+`*/N` in the minute field restarts at every hour: `*/45` runs at :00 and :45,
+15 minutes apart (the reference module's schedules did that). So when N does
+not divide 60 the minutes are counted from midnight instead, one line per group
+of hours with the same minutes: every N minutes all day, with one shorter gap
+at midnight. Hours work the same way by nature (`*/5` restarts at midnight).
+
+Files an administrator adds to `cron/` with another suffix (`*.custom`, e.g. a
+sync with extra options) are run by the same cron and never touched here.
 """
 
 from __future__ import annotations
@@ -25,13 +34,26 @@ def render(task: Task, mail_host: str) -> str | None:
         return None
     tab = CronTab(tab="", user=False)
     tab.env["MAIL_HOST"] = mail_host
-    job = tab.new(command=f"{SYNCCTL} start {task.name}", user="root")
     if m.group("m"):
-        job.minute.every(int(m.group("m")))
+        times = minute_times(int(m.group("m")))
     else:
-        job.minute.on(0)
-        job.hour.every(int(m.group("h")))
+        times = [("0", f"*/{int(m.group('h'))}")]
+    for minutes, hours in times:
+        job = tab.new(command=f"{SYNCCTL} start {task.name}", user="root")
+        job.setall(f"{minutes} {hours} * * *")
     return tab.render()
+
+
+def minute_times(every: int) -> list[tuple[str, str]]:
+    """(minute field, hour field) pairs that fire every `every` minutes from midnight."""
+    if 60 % every == 0:
+        return [(f"*/{every}", "*")]
+    hours_of: dict[str, list[int]] = {}
+    for hour in range(24):
+        minutes = [m for m in range(60) if (hour * 60 + m) % every == 0]
+        if minutes:
+            hours_of.setdefault(",".join(map(str, minutes)), []).append(hour)
+    return [(minutes, ",".join(map(str, hours))) for minutes, hours in hours_of.items()]
 
 
 def write(state: StateDir, task: Task, mail_host: str) -> None:
