@@ -1,0 +1,252 @@
+"""export: copy every folder of every source account into the export directory.
+
+Non-destructive: folders are EXAMINEd (read-only) and bodies read with
+``BODY.PEEK``, so the source's ``\\Seen`` flags and ``\\Recent`` state are left
+alone.  Incremental: a re-run fetches only UIDs without complete files, removes
+the files of messages (and folders) gone from the source, and refreshes changed
+flags in the sidecars; a UIDVALIDITY change starts the folder over.  Bodies are
+fetched in batches (up to 50 messages / 16 MiB per round trip); messages larger
+than ``Limits.large_message`` are streamed to disk in partial FETCHes.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import imapclient
+
+from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding, list_folders, namespace_info
+from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+from ns8_imapsync.imap.messages import as_text, clean_flags, uid_fetch
+
+from .config import Account, ServerConfig, TlsOptions
+from .digest import MessageDigest
+from .imapops import Limits, body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
+from .pool import AccountResult, Stopped
+from .progress import Progress
+from .runlog import RunLog
+from .session import account_session, examine
+from .store import TMP_PREFIX, AccountStore, FolderMeta, Sidecar, atomic_write, message_paths
+
+
+@dataclass
+class ExportContext:
+    server: ServerConfig
+    tls: TlsOptions
+    root: Path
+    log: RunLog
+    progress: Progress
+    stop: threading.Event
+    limits: Limits
+
+
+def foreign_prefixes(client: imapclient.IMAPClient) -> tuple[str, ...]:
+    """Prefixes of the other-users and shared namespaces: not this account's mail."""
+    if not client.has_capability("NAMESPACE"):
+        return ()
+    try:
+        ns = client.namespace()
+    except Exception:
+        return ()
+    out = []
+    for group in (ns.other, ns.shared):
+        for prefix, _delim in group or ():
+            text = as_text(prefix)
+            if text:
+                out.append(text)
+    return tuple(out)
+
+
+def source_folders(client: imapclient.IMAPClient) -> list[Folder]:
+    """The account's own selectable folders, INBOX first then by name."""
+    foreign = foreign_prefixes(client)
+    folders = [f for f in list_folders(client) if not any(f.name.startswith(p) for p in foreign)]
+    folders.sort(key=lambda f: (f.name.upper() != "INBOX", f.name))
+    return folders
+
+
+def iso_date(value: object) -> str | None:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.isoformat()
+    return None
+
+
+def export_account(account: Account, result: AccountResult, ctx: ExportContext) -> None:
+    store = AccountStore(ctx.root, account.email)
+    store.ensure()
+    started = datetime.now(UTC).isoformat()
+    with account_session(ctx.server, account, ctx.tls) as client:
+        prefix, delim = namespace_info(client)
+        folders = source_folders(client)
+        previous = store.read_account_meta()
+        meta = {"email": account.email, "source": {"host": ctx.server.host, "port": ctx.server.port},
+                "prefix": prefix, "delimiter": delim, "started": started, "complete": False,
+                "folders": [f.name for f in folders]}
+        if previous.get("finished"):
+            meta["previous_finished"] = previous["finished"]
+        store.write_account_meta(meta)
+        total = 0
+        for f in folders:
+            arg, encode = _folder_arg(f)
+            try:
+                with _folder_encoding(client, encode):
+                    total += int(client.folder_status(arg, ["MESSAGES"]).get(b"MESSAGES", 0))
+            except imaplib.IMAP4.error:
+                pass
+        ctx.progress.total(account.email, total)
+        ctx.log.info(f"{account.email}: {len(folders)} folders, {total} messages on the source")
+        keep: set[Path] = set()
+        for f in folders:
+            if ctx.stop.is_set():
+                raise Stopped()
+            folder_dir = store.folder_dir(f.name, f.delimiter or delim)
+            keep.add(folder_dir)
+            _export_folder(client, f, f.delimiter or delim, folder_dir, account, result, ctx)
+        for folder_dir, fmeta in list(store.folders()):
+            if folder_dir not in keep:
+                ctx.log.info(f"{account.email}: folder {fmeta.name} is gone from the source; removing its files")
+                AccountStore.remove_folder_files(folder_dir)
+                result.add("folders_removed")
+    meta["complete"] = True
+    meta["finished"] = datetime.now(UTC).isoformat()
+    store.write_account_meta(meta)
+    ctx.log.info(f"{account.email}: exported {result.counts.get('fetched', 0)} new message(s) "
+                 f"({result.counts.get('bytes', 0)} bytes), removed {result.counts.get('removed', 0)}, "
+                 f"{result.counts.get('kept', 0)} already exported")
+
+
+def _export_folder(client: imapclient.IMAPClient, f: Folder, delim: str, folder_dir: Path,
+                   account: Account, result: AccountResult, ctx: ExportContext) -> None:
+    info = examine(client, f)
+    uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+    exists = int(info.get(b"EXISTS", 0))
+    if (folder_dir / ".folder.json").exists():
+        old = AccountStore.read_folder_meta(folder_dir)
+        if old.uidvalidity != uidvalidity:
+            ctx.log.warn(f"{account.email}: {f.name}: UIDVALIDITY changed ({old.uidvalidity} -> {uidvalidity}); "
+                         "exporting the folder again")
+            AccountStore.remove_folder_files(folder_dir)
+    folder_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    AccountStore.clean_tmp(folder_dir)
+    listing = uid_fetch(client, "1:*", "(UID FLAGS)") if exists else {}
+    remote = set(listing)
+    local = AccountStore.exported_uids(folder_dir)
+    for uid in sorted(local - remote):
+        AccountStore.remove_message(folder_dir, uid)
+        result.add("removed")
+    # stray halves (an .eml without sidecar, or the reverse) are rewritten below
+    for path in folder_dir.iterdir():
+        name = path.name
+        if path.is_file() and name[:1] == "u" and name.endswith((".eml", ".json")):
+            try:
+                uid = int(name[1:].split(".")[0])
+            except ValueError:
+                continue
+            if uid not in local:
+                path.unlink()
+    kept = sorted(local & remote)
+    refreshed = 0
+    for uid in kept:
+        _eml, js = message_paths(folder_dir, uid)
+        side = AccountStore.read_sidecar(js)
+        flags = list(clean_flags(listing[uid].get(b"FLAGS", ())))
+        if flags != side.flags:
+            side.flags = flags
+            atomic_write(js, side.to_json().encode())
+            refreshed += 1
+    result.add("kept", len(kept))
+    result.add("flags_refreshed", refreshed)
+    ctx.progress.update(account.email, len(kept), 0, f.name)
+    new = sorted(remote - local)
+    if new:
+        _fetch_new(client, f, folder_dir, uidvalidity, new, account, result, ctx)
+    AccountStore.write_folder_meta(folder_dir, FolderMeta(
+        name=f.name, raw=f.raw_text, delimiter=delim, uidvalidity=uidvalidity, messages=len(remote),
+        flags=[as_text(x) for x in f.flags]))
+    ctx.log.detail(f"{account.email}: {f.name}: {len(new)} fetched, {len(kept)} kept, "
+                   f"{len(local - remote)} removed")
+
+
+def _fetch_new(client: imapclient.IMAPClient, f: Folder, folder_dir: Path, uidvalidity: int,
+               uids: list[int], account: Account, result: AccountResult, ctx: ExportContext) -> None:
+    meta = fetch_meta(client, uids, f"(UID RFC822.SIZE INTERNALDATE FLAGS {HEADER_FETCH.decode()})")
+    sizes = {u: int(m.get(b"RFC822.SIZE", 0)) for u, m in meta.items()}
+    present = [u for u in uids if u in meta]
+    large = ctx.limits.large_message
+    small = [u for u in present if sizes[u] <= large]
+    for batch in body_batches(small, sizes):
+        if ctx.stop.is_set():
+            raise Stopped()
+        bodies = fetch_bodies(client, batch)
+        done_bytes = 0
+        for uid in batch:
+            body = bodies.get(uid)
+            if body is None:
+                ctx.log.detail(f"{account.email}: {f.name}/{uid} vanished during the export")
+                continue
+            _write_message(folder_dir, uid, uidvalidity, f.name, meta[uid], [body], result)
+            done_bytes += len(body)
+        ctx.progress.update(account.email, len(batch), done_bytes, f.name)
+    for uid in (u for u in present if sizes[u] > large):
+        if ctx.stop.is_set():
+            raise Stopped()
+        written = _write_large(client, folder_dir, uid, uidvalidity, f.name, meta[uid], result, ctx)
+        ctx.progress.update(account.email, 1, written, f.name)
+
+
+def _write_large(client: imapclient.IMAPClient, folder_dir: Path, uid: int, uidvalidity: int, name: str,
+                 item: dict, result: AccountResult, ctx: ExportContext) -> int:
+    eml, _js = message_paths(folder_dir, uid)
+    tmp = folder_dir / f"{TMP_PREFIX}{eml.name}"
+    digest = MessageDigest()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        def sink(data: bytes) -> None:
+            out.write(data)
+            digest.update(data)
+        ok = read_chunks(client, uid, sink, ctx.limits.chunk_size)
+    if not ok:
+        tmp.unlink(missing_ok=True)
+        return 0
+    os.replace(tmp, eml)
+    _write_sidecar(folder_dir, uid, uidvalidity, name, item, digest, result)
+    return digest.size
+
+
+def _write_message(folder_dir: Path, uid: int, uidvalidity: int, name: str, item: dict,
+                   chunks: Iterable[bytes], result: AccountResult) -> None:
+    eml, _js = message_paths(folder_dir, uid)
+    tmp = folder_dir / f"{TMP_PREFIX}{eml.name}"
+    digest = MessageDigest()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+            digest.update(chunk)
+    os.replace(tmp, eml)
+    _write_sidecar(folder_dir, uid, uidvalidity, name, item, digest, result)
+
+
+def _write_sidecar(folder_dir: Path, uid: int, uidvalidity: int, name: str, item: dict,
+                   digest: MessageDigest, result: AccountResult) -> None:
+    header = header_from_fetch(item)
+    side = Sidecar(
+        uid=uid, uidvalidity=uidvalidity, folder=name,
+        flags=list(clean_flags(item.get(b"FLAGS", ()))),
+        internaldate=iso_date(item.get(b"INTERNALDATE")),
+        size=digest.size, rfc822_size=int(item.get(b"RFC822.SIZE", digest.crlf_size)),
+        message_id=message_id_of(header), sha256=digest.sha256, content_key=digest.content_key(),
+        signature=header_signature(header) if header is not None else None,
+    )
+    _eml, js = message_paths(folder_dir, uid)
+    atomic_write(js, side.to_json().encode())
+    result.add("fetched")
+    result.add("bytes", digest.size)
