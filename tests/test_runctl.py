@@ -32,6 +32,7 @@ RUNNER = textwrap.dedent('''
     from ns8_imapsync.sync.runctl import Run
 
     tasks, name, seconds, host = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    queued_at = float(sys.argv[5]) if len(sys.argv) > 5 else None  # started by the dispatcher
     class SlowEngine:
         name = "test-double"
         def run(self, plan, progress, stop, log):
@@ -49,7 +50,8 @@ RUNNER = textwrap.dedent('''
             return RunReport(copied=steps)
     ep = Endpoint(host, 143, "tls", "u")
     plan = SyncPlan(name, ep, ep, Path("x"), Path("y"))
-    st = Run(StateDir(tasks, tasks), plan, "manual", engine=SlowEngine()).execute()
+    st = Run(StateDir(tasks, tasks), plan, "manual", engine=SlowEngine(), queued_at=queued_at,
+             from_queue=queued_at is not None).execute()
     print("SKIPPED" if st is None else st.state, flush=True)
 ''')
 
@@ -216,3 +218,122 @@ def test_watchdog_ends_a_hung_engine(tmp_path) -> None:
     assert runstate.read_status(tf).state == "stalled"
     assert [h["state"] for h in runstate.read_history(tf)] == ["stalled"]
     assert not runstate.lock_held(tf.lock)
+
+
+# ---------------------------------------------------------------- the start queue and its dispatcher
+
+def enqueue(tmp: Path, name: str, host: str = "h1", at: float | None = None) -> None:
+    entry = runstate.QueueEntry(name, at if at is not None else time.time(), "manual", host)
+    assert runstate.enqueue(tmp, entry)
+    st = runstate.RunStatus(state="queued", trigger="manual")
+    runstate.write_status(runstate.TaskFiles(tmp, name), st)
+
+
+class Spawner:
+    """Starts test-double runs for queue entries and watches how many live at once."""
+
+    def __init__(self, tmp: Path, seconds: float, **env: str) -> None:
+        self.tmp, self.seconds, self.env = tmp, seconds, env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.order: list[str] = []
+
+    def __call__(self, entry: runstate.QueueEntry) -> subprocess.Popen:
+        e = dict(os.environ, PYTHONPATH=str(PKG), **self.env)
+        proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(self.tmp), entry.name, str(self.seconds),
+                                 entry.host, str(entry.queued_at)], env=e, stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        self.procs[entry.name] = proc
+        self.order.append(entry.name)
+        return proc
+
+    def alive(self) -> int:
+        return sum(p.poll() is None for p in self.procs.values())
+
+
+def dispatch_in_thread(tmp: Path, spawner: Spawner):
+    import threading
+
+    from ns8_imapsync.sync.dispatch import Dispatcher
+
+    d = Dispatcher(StateDir(tmp, tmp), spawn=spawner, poll=0.05)
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    return d, t
+
+
+def test_queue_runs_at_most_the_cap_without_a_process_per_queued_task(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SYNC_MAX_CONCURRENT", "3")
+    names = [f"u1_n{i:03d}" for i in range(40)]
+    base = time.time()
+    for i, name in enumerate(names):
+        enqueue(tmp_path, name, host=f"h{i % 7}", at=base + i)
+    assert runstate.read_status(runstate.TaskFiles(tmp_path, names[-1])).state == "queued"  # not "crashed"
+    spawner = Spawner(tmp_path, 0.3, SYNC_MAX_CONCURRENT="3")
+    _, thread = dispatch_in_thread(tmp_path, spawner)
+    peak_running = peak_alive = 0
+    while thread.is_alive():
+        states = [runstate.read_status(runstate.TaskFiles(tmp_path, n)).state for n in names]
+        peak_running = max(peak_running, states.count("running"))
+        peak_alive = max(peak_alive, spawner.alive())
+        time.sleep(0.02)
+    thread.join()
+    outcomes = [spawner.procs[n].communicate(timeout=10)[0].strip() for n in names]
+    assert outcomes == ["succeeded"] * 40
+    assert 2 <= peak_running <= 3
+    # never a process per queued task: the cap, plus runs that ended and are still exiting
+    assert peak_alive <= 2 * 3
+    assert spawner.order == names  # oldest first
+    assert runstate.queued(tmp_path) == []
+
+
+def test_a_full_host_does_not_hold_back_other_hosts(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SYNC_MAX_CONCURRENT", "4")
+    monkeypatch.setenv("SYNC_MAX_PER_HOST", "2")
+    base = time.time()
+    for i in range(6):
+        enqueue(tmp_path, f"u1_a{i}", host="busy.example", at=base + i)
+    enqueue(tmp_path, "u1_other", host="other.example", at=base + 10)
+    spawner = Spawner(tmp_path, 1.0, SYNC_MAX_CONCURRENT="4", SYNC_MAX_PER_HOST="2")
+    _, thread = dispatch_in_thread(tmp_path, spawner)
+    st = wait_state(tmp_path, "u1_other", ("running", "succeeded"), timeout=5)
+    assert st.state in ("running", "succeeded")
+    # while the busy host's later tasks still wait in the queue
+    assert sum(runstate.is_queued(tmp_path, f"u1_a{i}") for i in range(6)) >= 3
+    thread.join(timeout=60)
+    assert all(p.communicate(timeout=10)[0].strip() == "succeeded" for p in spawner.procs.values())
+    assert len(spawner.procs) == 7
+
+
+def test_stopping_a_queued_start_records_it_and_it_never_runs(tmp_path, monkeypatch) -> None:
+    enqueue(tmp_path, "u1_wait")
+    assert stop_run(StateDir(tmp_path, tmp_path), "u1_wait", grace=1) == "stopped"
+    tf = runstate.TaskFiles(tmp_path, "u1_wait")
+    st = runstate.read_status(tf)
+    assert (st.state, st.exit_code) == ("stopped", 143) and "queued" in st.reason
+    assert [h["state"] for h in runstate.read_history(tf)] == ["stopped"]
+    assert not runstate.is_queued(tmp_path, "u1_wait")
+    spawner = Spawner(tmp_path, 0.1)
+    _, thread = dispatch_in_thread(tmp_path, spawner)
+    thread.join(timeout=10)
+    assert spawner.procs == {}
+    assert stop_run(StateDir(tmp_path, tmp_path), "u1_wait", grace=1) == "not running"
+
+
+def test_a_run_whose_entry_was_removed_gives_up(tmp_path) -> None:
+    """The dispatcher started it, then a stop took the entry out first: no run."""
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), "u1_gone", "0.1", "h1", str(time.time())],
+                            env=dict(os.environ, PYTHONPATH=str(PKG)), stdout=subprocess.PIPE, text=True)
+    assert proc.communicate(timeout=20)[0].strip() == "SKIPPED"
+    assert runstate.read_status(runstate.TaskFiles(tmp_path, "u1_gone")).state == "never"
+
+
+def test_an_entry_nobody_can_run_is_dropped(tmp_path, monkeypatch) -> None:
+    enqueue(tmp_path, "u1_broken")
+
+    def broken(entry: runstate.QueueEntry) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    from ns8_imapsync.sync.dispatch import Dispatcher
+
+    started = Dispatcher(StateDir(tmp_path, tmp_path), spawn=broken, poll=0.05).run()
+    assert started == 1 and runstate.queued(tmp_path) == []

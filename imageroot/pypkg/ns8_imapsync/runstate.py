@@ -5,7 +5,9 @@ flock by the run process for its whole life: the kernel drops it when the
 process dies, however it dies, and it is visible from the host and the
 container alike (same file, same kernel). The status record says what the run
 last reported; a record saying "running" or "queued" while nobody holds the
-lock is a crashed run, and is shown as such.
+lock is a crashed run, and is shown as such -- except a task waiting in the
+start queue (`.queue/<name>.json`), which has no process yet: a thousand
+queued tasks are a thousand small files, not a thousand waiting processes.
 
 Host-side and container-side code both read these files, so this module is
 standard library only.
@@ -117,14 +119,75 @@ def acquire(path: Path, patience: float = 0.2) -> int | None:
         time.sleep(0.05)
 
 
+@dataclass(frozen=True)
+class QueueEntry:
+    """A start asked for and not yet taken by a run (see sync.dispatch)."""
+
+    name: str
+    queued_at: float
+    trigger: str
+    host: str  # the remote server, for the per-host cap
+
+
+def queue_dir(tasks_dir: Path) -> Path:
+    return tasks_dir / ".queue"
+
+
+def enqueue(tasks_dir: Path, entry: QueueEntry) -> bool:
+    """Add a start to the queue; False when the task is queued already."""
+    qdir = queue_dir(tasks_dir)
+    files.ensure_dir(qdir)
+    data = json.dumps({"queued_at": entry.queued_at, "trigger": entry.trigger, "host": entry.host}).encode()
+    try:
+        fd = os.open(qdir / f"{entry.name}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True
+
+
+def dequeue(tasks_dir: Path, name: str) -> bool:
+    """Take a task out of the queue; False when it was not (or no longer) there."""
+    try:
+        (queue_dir(tasks_dir) / f"{name}.json").unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def is_queued(tasks_dir: Path, name: str) -> bool:
+    return (queue_dir(tasks_dir) / f"{name}.json").exists()
+
+
+def queued(tasks_dir: Path) -> list[QueueEntry]:
+    """The queue, oldest first."""
+    out = []
+    try:
+        paths = list(queue_dir(tasks_dir).glob("*.json"))
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            d = json.loads(path.read_text())
+            out.append(QueueEntry(path.name[: -len(".json")], float(d["queued_at"]), str(d.get("trigger", "")),
+                                  str(d.get("host", ""))))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written, or removed meanwhile
+    out.sort(key=lambda e: (e.queued_at, e.name))
+    return out
+
+
 def read_status(tf: TaskFiles) -> RunStatus:
     """The run status as it really is: an active record without a lock holder
-    is a crash (kill -9, container restart, OOM)."""
+    is a crash (kill -9, container restart, OOM), unless the task waits in the
+    start queue."""
     try:
         st = RunStatus.from_dict(json.loads(tf.status.read_text()))
     except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return RunStatus()
-    if st.state in ACTIVE_STATES and not lock_held(tf.lock):
+    if st.state in ACTIVE_STATES and not lock_held(tf.lock) and \
+            not (st.state == "queued" and is_queued(tf.tasks_dir, tf.name)):
         st.state = "crashed"
         st.error_class = "crashed"
         st.reason = "the run ended unexpectedly (process killed or container restarted)"
@@ -181,5 +244,5 @@ class Snapshot:
 def snapshot(tasks_dir: Path, name: str) -> Snapshot:
     tf = TaskFiles(tasks_dir, name)
     st = read_status(tf)
-    running = lock_held(tf.lock) and st.state in ACTIVE_STATES
+    running = st.state in ACTIVE_STATES  # read_status turned a dead run into "crashed"
     return Snapshot(running=running, status=st, progress=read_progress(tf) if running else None)

@@ -127,5 +127,6 @@ class StateDir:
         existed = self.path(name, ".env").exists()
         for suffix in SUFFIXES:
             self.path(name, suffix).unlink(missing_ok=True)
+        (self.tasks_dir / ".queue" / f"{name}.json").unlink(missing_ok=True)  # a start not yet taken
         self.cron_path(name).unlink(missing_ok=True)
         return existed

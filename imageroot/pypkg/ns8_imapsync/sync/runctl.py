@@ -44,6 +44,10 @@ def setting(name: str, default: int) -> int:
         return default
 
 
+def host_slot_prefix(host: str) -> str:
+    return "host-" + re.sub(r"[^a-z0-9.-]", "_", host.lower())
+
+
 class Slots:
     """Counting semaphores made of lock files: the kernel frees a dead run's slot."""
 
@@ -51,6 +55,10 @@ class Slots:
         self.dir = tasks_dir / ".slots"
         self.dir.mkdir(mode=0o700, exist_ok=True)
         self.held: list[int] = []
+
+    def busy(self, prefix: str, count: int) -> int:
+        """How many of the first ``count`` slots of ``prefix`` are held right now."""
+        return sum(runstate.lock_held(self.dir / f"{prefix}-{i}.lock") for i in range(count))
 
     def _take(self, prefix: str, count: int) -> int | None:
         for i in range(count):
@@ -63,7 +71,7 @@ class Slots:
         node_fd = self._take("node", node_cap)
         if node_fd is None:
             return False
-        host_fd = self._take("host-" + re.sub(r"[^a-z0-9.-]", "_", host.lower()), host_cap)
+        host_fd = self._take(host_slot_prefix(host), host_cap)
         if host_fd is None:
             os.close(node_fd)
             return False
@@ -136,8 +144,16 @@ def engine_name() -> str:
 
 
 class Run:
-    def __init__(self, state: StateDir, plan: SyncPlan, trigger: str, engine=None):
+    """One run. ``queued_at`` is when its start was asked (oldest first);
+    ``from_queue``: the dispatcher started it for a queue entry, which the run
+    takes under its lock -- a start whose entry is gone (stopped meanwhile) is
+    dropped."""
+
+    def __init__(self, state: StateDir, plan: SyncPlan, trigger: str, engine=None,
+                 queued_at: float | None = None, from_queue: bool = False):
         self.state = state
+        self.queued_at = queued_at
+        self.from_queue = from_queue
         self.plan = plan
         self.tf = TaskFiles(state.tasks_dir, plan.task_name)
         self.trigger = trigger
@@ -156,6 +172,10 @@ class Run:
         lock = runstate.acquire(self.tf.lock)
         if lock is None:
             return None
+        taken = runstate.dequeue(self.state.tasks_dir, self.plan.task_name)
+        if self.from_queue and not taken:  # stopped while queued, or started by someone else
+            os.close(lock)
+            return None
         try:  # lead our own process group, so stop can end engine children too
             os.setpgid(0, 0)
         except PermissionError:  # already a session leader (detached start)
@@ -168,7 +188,7 @@ class Run:
             os.close(lock)
 
     def _locked(self) -> RunStatus:
-        queued_at = time.time()
+        queued_at = self.queued_at or time.time()
         self.status = RunStatus(state="queued", trigger=self.trigger, pid=os.getpid())
         self._write_status(queued_at=queued_at)
         slots = Slots(self.state.tasks_dir)
@@ -281,15 +301,17 @@ class Run:
 def stop_run(state: StateDir, name: str, grace: float | None = None) -> str:
     """Stop a task's run and wait until it has exited; never leaves it half-alive."""
     tf = TaskFiles(state.tasks_dir, name)
+    stopped_in_queue = runstate.dequeue(state.tasks_dir, name) and _record_stopped_in_queue(tf)
     if not runstate.lock_held(tf.lock):
-        return "not running"
-    st = runstate.read_status(tf)
+        return "stopped" if stopped_in_queue else "not running"
     grace = setting("SYNC_STOP_GRACE", 30) if grace is None else grace
-    pid = st.pid
-    if pid:
-        _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
+    pid = None
     while time.monotonic() < deadline and runstate.lock_held(tf.lock):
+        if pid is None:  # a run that just took its lock may not have written its pid yet
+            pid = runstate.read_status(tf).pid
+            if pid:
+                _signal_group(pid, signal.SIGTERM)
         time.sleep(0.1)
     if runstate.lock_held(tf.lock) and pid:
         _signal_group(pid, signal.SIGKILL)
@@ -311,6 +333,27 @@ def stop_run(state: StateDir, name: str, grace: float | None = None) -> str:
             finally:
                 os.close(fd)
     return "stopped"
+
+
+STOPPED_IN_QUEUE = "the run was stopped before it started (queued)"
+
+
+def _record_stopped_in_queue(tf: TaskFiles) -> bool:
+    """A queue entry has no process to record its own end: do it, under the task lock."""
+    fd = runstate.acquire(tf.lock)
+    if fd is None:  # a run took it meanwhile: it records its own end
+        return False
+    try:
+        st = runstate.read_status(tf)
+        if st.state not in ("queued", "crashed"):
+            return False
+        st.state, st.error_class, st.exit_code, st.reason = "stopped", "stopped", 143, STOPPED_IN_QUEUE
+        st.ended = time.time()
+        runstate.write_status(tf, st)
+        runstate.append_history(tf, st)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _signal_group(pid: int, sig: int) -> None:
