@@ -338,6 +338,25 @@ def test_import_killed_halfway_then_rerun_is_exact(filled: Pair, tmp_path: Path)
     assert run_cli(w, "--mode", "validate", "--ca-file", filled.ca_file).returncode == 0
 
 
+def test_interrupted_export_exits_130_and_resumes(filled: Pair, tmp_path: Path) -> None:
+    w = workdir(tmp_path, filled, ["bob@remote.test"])
+    proc = subprocess.Popen(cli_argv("--mode", "export", "--ca-file", filled.ca_file), cwd=w, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = b""
+    while b"messages on the source" not in first:  # the account's export has started
+        line = proc.stdout.readline()
+        assert line, first.decode()
+        first += line
+    proc.send_signal(signal.SIGINT)
+    out = first.decode() + proc.stdout.read().decode(errors="replace")
+    OUTPUTS.append(out)
+    assert proc.wait(timeout=60) == exitcodes.INTERRUPTED, out
+    assert "stopping after the current batch" in out and "bob@remote.test: stopped" in out
+    partial = sum(1 for _ in (w / "exported").rglob("u*.eml"))
+    proc2 = run_cli(w, "--mode", "export", "--ca-file", filled.ca_file)
+    assert proc2.returncode == 0 and f"{partial} already exported" in proc2.stdout, proc2.stdout
+
+
 def test_incremental_export_fetches_new_and_removes_gone(filled: Pair, tmp_path: Path) -> None:
     w = workdir(tmp_path, filled, ["dave@remote.test"])
     assert run_cli(w, "--mode", "export", "--ca-file", filled.ca_file, "--no-audit-after-export").returncode == 0

@@ -174,6 +174,7 @@ def source_counts(client) -> dict[str, int]:
 def audit_account(account: Account, result: AccountResult, ctx: AuditContext) -> None:
     store = AccountStore(ctx.root, account.email)
     local = audit_files(store, result, ctx.stop)
+    ctx.progress.total(account.email, sum(local.values()))
     if ctx.server is not None:
         with account_session(ctx.server, account, ctx.tls) as client:
             remote = source_counts(client)

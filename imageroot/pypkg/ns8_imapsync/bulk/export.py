@@ -28,7 +28,7 @@ from ns8_imapsync.imap.messages import as_text, clean_flags, uid_fetch
 from .config import Account, ServerConfig, TlsOptions
 from .digest import MessageDigest
 from .imapops import Limits, body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
-from .pool import AccountResult, Stopped
+from .pool import AccountFailed, AccountResult, Stopped
 from .progress import Progress
 from .runlog import RunLog
 from .session import account_session, examine
@@ -109,12 +109,20 @@ def export_account(account: Account, result: AccountResult, ctx: ExportContext) 
                 raise Stopped()
             folder_dir = store.folder_dir(f.name, f.delimiter or delim)
             keep.add(folder_dir)
-            _export_folder(client, f, f.delimiter or delim, folder_dir, account, result, ctx)
+            try:
+                _export_folder(client, f, f.delimiter or delim, folder_dir, account, result, ctx)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:  # this folder only (deleted meanwhile, refused)
+                result.problems.append(f"{f.name}: {as_text(str(exc))}")
+                ctx.log.error(f"{account.email}: folder {f.name} could not be exported: {exc}")
         for folder_dir, fmeta in list(store.folders()):
             if folder_dir not in keep:
                 ctx.log.info(f"{account.email}: folder {fmeta.name} is gone from the source; removing its files")
                 AccountStore.remove_folder_files(folder_dir)
                 result.add("folders_removed")
+    if result.problems:
+        raise AccountFailed(f"{len(result.problems)} folder(s) could not be exported; the export is incomplete")
     meta["complete"] = True
     meta["finished"] = datetime.now(UTC).isoformat()
     store.write_account_meta(meta)
