@@ -47,20 +47,35 @@ def _create_task_error(error: str, exit_code: int) -> None:
                         exit_code)
 
 
-def validate_create(request: dict) -> Task:
-    """create-task/10validate: the values, and a password for a new task."""
-    try:
-        task = Task.from_request(request)
-    except TaskError as exc:
-        _task_error(exc)
-        raise  # not reached
+def check_request(request: dict, state: StateDir) -> Task:
+    """create-task's rules on a schema-valid input (shared with import-csv-tasks):
+    the task's values, the delete pair, a password for a new task. Raises TaskError."""
+    task = Task.from_request(request)
     if task.delete_local and task.delete_remote:
         # once a remote message is deleted, the next delete_local pass would
         # remove its only copy: both engines refuse the pair, so refuse it here
-        _task_error(TaskError("delete_local", "delete_local_and_delete_remote_are_exclusive", True))
-    state = StateDir()
+        raise TaskError("delete_local", "delete_local_and_delete_remote_are_exclusive", True)
     if not request.get("remotepassword") and not state.has_password(task):
-        _task_error(TaskError("remotepassword", "remotepassword_is_required", ""))
+        raise TaskError("remotepassword", "remotepassword_is_required", "")
+    return task
+
+
+def login_verdict(line: str) -> dict:
+    """One JSON line of `syncctl validation` ({ok, error, reason}); {} if unreadable."""
+    try:
+        verdict = json.loads(line)
+    except json.JSONDecodeError:
+        return {}
+    return verdict if isinstance(verdict, dict) else {}
+
+
+def validate_create(request: dict) -> Task:
+    """create-task/10validate: the values, and a password for a new task."""
+    try:
+        task = check_request(request, StateDir())
+    except TaskError as exc:
+        _task_error(exc)
+        raise  # not reached
     if not ns8.env_get("MAIL_HOST"):
         _create_task_error("module_is_not_configured", 5)
     return task
@@ -74,10 +89,7 @@ def save_and_check(request: dict) -> None:
     snapshot = state.snapshot(task.name)
     state.save(task, request.get("remotepassword") or None)
     proc = container.syncctl("validation", task.name, timeout=60)
-    try:
-        verdict = json.loads(proc.stdout.splitlines()[-1]) if proc.stdout.strip() else {}
-    except json.JSONDecodeError:
-        verdict = {}
+    verdict = login_verdict(proc.stdout.splitlines()[-1]) if proc.stdout.strip() else {}
     if proc.returncode != 0 or not verdict.get("ok"):
         snapshot.restore()
         error = verdict.get("error") or "validation_failed"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import re
 import sys
 import time
 
@@ -25,20 +25,52 @@ def state() -> StateDir:
     return StateDir(tasks, os.environ.get("CRON_DIR", "/etc/cron.d"))
 
 
-def cmd_validation(name: str) -> int:
-    """Check the remote login of a task; prints {ok, error, reason} as JSON."""
+STAGING_RE = re.compile(r"^\.import-[a-z0-9]{8,32}$")
+VALIDATION_WORKERS = 16
+
+
+def cmd_validation(names: list[str], staging: str | None = None) -> int:
+    """Check the remote login of tasks; prints {task, ok, error, reason} as one
+    JSON line per task, in the order given. Many tasks (import-csv-tasks) are
+    checked concurrently, identical credentials once; `staging` reads them from
+    a staging directory inside the task directory, where an import keeps its
+    candidate tasks until they pass. Exit code: one task, the refusal's class;
+    many, 1 if any was refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ns8_imapsync.imap.connection import Endpoint, check_login
     from ns8_imapsync.imap.errors import ACTION_EXIT_CODES
 
     st = state()
-    task = st.load_name(name)
-    if task is None:
-        print(json.dumps({"ok": False, "error": "task_not_found", "reason": f"no task {name}"}))
-        return EXIT_NO_TASK
-    ep = Endpoint(task.remotehostname, task.remoteport, task.security, task.remoteusername, timeout=10)  # type: ignore[arg-type]
-    result = check_login(ep, st.read_password(task))
-    print(json.dumps({"ok": result.ok, "error": result.error, "reason": result.reason}))
-    return 0 if result.ok else ACTION_EXIT_CODES.get(result.error or "", 1)
+    if staging is not None:
+        if not STAGING_RE.match(staging):
+            raise TaskError("staging", "staging_is_not_valid", staging)
+        st = StateDir(st.tasks_dir / staging, st.cron_dir)
+    tasks = {name: st.load_name(name) for name in names}
+    checks: dict[tuple, Endpoint] = {}  # credentials -> endpoint, each checked once
+    keys: dict[str, tuple] = {}
+    for name, task in tasks.items():
+        if task is not None:
+            ep = Endpoint(task.remotehostname, task.remoteport, task.security,  # type: ignore[arg-type]
+                          task.remoteusername, timeout=10)
+            password = st.read_password(task)
+            keys[name] = (task.remotehostname.lower(), task.remoteport, task.security, task.remoteusername, password)
+            checks.setdefault(keys[name], ep)
+    with ThreadPoolExecutor(max_workers=max(1, min(VALIDATION_WORKERS, len(checks)))) as pool:
+        results = dict(zip(checks, pool.map(lambda k: check_login(checks[k], k[4]), checks), strict=True))
+    codes = []
+    for name in names:
+        if tasks[name] is None:
+            verdict = {"task": name, "ok": False, "error": "task_not_found", "reason": f"no task {name}"}
+            codes.append(EXIT_NO_TASK)
+        else:
+            result = results[keys[name]]
+            verdict = {"task": name, "ok": result.ok, "error": result.error, "reason": result.reason}
+            codes.append(0 if result.ok else ACTION_EXIT_CODES.get(result.error or "", 1))
+        print(json.dumps(verdict), flush=True)
+    if len(names) == 1:
+        return codes[0]
+    return 0 if not any(codes) else 1
 
 
 def load_plan(name: str):
@@ -64,40 +96,51 @@ def cmd_list_informations(name: str) -> int:
     return 0
 
 
-def _spawn(name: str, trigger: str) -> str:
-    """A detached run of `name`; returns its state once it has queued (or why not)."""
+def _enqueue(name: str, trigger: str) -> str:
+    """Queue a start of `name` (see sync.dispatch); returns what became of it.
+
+    The task lock is held while the queued status and the entry are written,
+    so the dispatcher's run cannot take the entry before its status exists."""
     from ns8_imapsync import runstate
 
-    if load_plan(name) is None:
+    plan = load_plan(name)
+    if plan is None:
         return "no such task"
     tf = runstate.TaskFiles(state().tasks_dir, name)
-    if runstate.lock_held(tf.lock):
+    fd = runstate.acquire(tf.lock)
+    if fd is None:
         return "already running"
-    child = subprocess.Popen([sys.executable, "-m", "ns8_imapsync.cli.syncctl", "start", name,
-                              "--trigger", trigger], start_new_session=True, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        st = runstate.read_status(tf)
-        if st.pid == child.pid and st.state in runstate.ACTIVE_STATES:
-            return st.state
-        if child.poll() is not None:
-            break
-        time.sleep(0.05)
-    return runstate.read_status(tf).state
+    try:
+        if runstate.is_queued(tf.tasks_dir, name):
+            return "already queued"
+        now = time.time()
+        st = runstate.RunStatus(state="queued", trigger=trigger)
+        runstate.write_status(tf, st, queued_at=now)
+        runstate.enqueue(tf.tasks_dir, runstate.QueueEntry(name, now, trigger, plan.source.host))
+        return "queued"
+    finally:
+        os.close(fd)
 
 
-def cmd_start(names: list[str], detach: bool, trigger: str) -> int:
+def cmd_start(names: list[str], detach: bool, trigger: str, from_queue: float | None = None) -> int:
     """Foreground: one task, its outcome is the exit code. Detached: any number
-    of tasks, one `<name>: <state>` line each; exit 1 if any could not start."""
+    of tasks are queued, one `<name>: <state>` line each, and a dispatcher
+    starts them within the caps; exit 1 if any could not be queued.
+
+    Cron's starts are detached too (`SYNC_START=queue` in the cron files): a
+    due task that is queued or running is skipped, and a thousand due tasks
+    are a thousand queue entries, not a thousand waiting processes."""
     from ns8_imapsync.sync.runctl import Run
 
-    if detach:
+    if detach or os.environ.get("SYNC_START") == "queue":
+        from ns8_imapsync.sync.dispatch import ensure_dispatcher
+
         failed = False
         for name in names:
-            outcome = _spawn(name, trigger)
+            outcome = _enqueue(name, trigger)
             failed |= outcome == "no such task"
             print(f"{name}: {outcome}", flush=True)
+        ensure_dispatcher(state())
         return 1 if failed else 0
     if len(names) != 1:
         print("syncctl: a foreground start takes one task", file=sys.stderr)
@@ -107,12 +150,30 @@ def cmd_start(names: list[str], detach: bool, trigger: str) -> int:
     if plan is None:
         print(f"syncctl: no task {name}", file=sys.stderr)
         return EXIT_NO_TASK
-    result = Run(state(), plan, trigger).execute()
+    result = Run(state(), plan, trigger, queued_at=from_queue, from_queue=from_queue is not None).execute()
     if result is None:
         print(f"{name}: already running, this run is skipped")
         return 0
     print(f"{name}: {result.state}: {result.reason}")
     return 0 if result.state == "succeeded" else 1
+
+
+def cmd_dispatch() -> int:
+    from ns8_imapsync.sync.dispatch import Dispatcher
+
+    Dispatcher(state()).run()
+    return 0
+
+
+def cmd_serve() -> int:
+    """The image's main process: resume a queue left by a restart, then be cron."""
+    from ns8_imapsync import runstate
+    from ns8_imapsync.sync.dispatch import ensure_dispatcher
+
+    if runstate.queued(state().tasks_dir):
+        ensure_dispatcher(state())
+    os.execvp("crond", ["crond", "-f"])
+    return 1  # not reached
 
 
 def cmd_stop(names: list[str]) -> int:
@@ -148,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"syncctl {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="print the container's task directory and mail server")
-    val = sub.add_parser("validation", help="check the remote login of a task")
-    val.add_argument("task", help="<localuser>_<task_id>")
+    val = sub.add_parser("validation", help="check the remote login of tasks (one JSON line each)")
+    val.add_argument("task", nargs="+", help="<localuser>_<task_id>")
+    val.add_argument("--staging", help="read the tasks from this staging directory of an import")
     start = sub.add_parser("start", help="run a task now (skipped if it already runs)")
     start.add_argument("task", nargs="+")
     start.add_argument("--detach", action="store_true", help="return once the run is queued")
-    start.add_argument("--trigger", default="schedule", choices=["schedule", "manual", "create"])
+    start.add_argument("--trigger", default="schedule", choices=["schedule", "manual", "create", "import"])
+    start.add_argument("--from-queue", type=float, metavar="QUEUED_AT", help=argparse.SUPPRESS)
+    sub.add_parser("dispatch", help="start queued runs within the caps until the queue is empty")
+    sub.add_parser("serve", help="the container's main process: resume the queue, then run cron")
     stop = sub.add_parser("stop", help="stop a task's run and wait until it has exited")
     stop.add_argument("task", nargs="+")
     status = sub.add_parser("status", help="the task's run status and progress (JSON)")
@@ -167,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mail server: {os.environ.get('MAIL_HOST', '')}:{os.environ.get('MAIL_PORT', '143')}")
             return 0
         if args.command == "validation":
-            return cmd_validation(args.task)
+            return cmd_validation(args.task, args.staging)
         if args.command == "list-informations":
             return cmd_list_informations(args.task)
         if args.command == "start":
-            return cmd_start(args.task, args.detach, args.trigger)
+            return cmd_start(args.task, args.detach, args.trigger, args.from_queue)
+        if args.command == "dispatch":
+            return cmd_dispatch()
+        if args.command == "serve":
+            return cmd_serve()
         if args.command == "stop":
             return cmd_stop(args.task)
         if args.command == "status":

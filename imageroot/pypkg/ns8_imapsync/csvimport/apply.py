@@ -1,0 +1,147 @@
+"""Check the remote logins of the planned tasks, then put them in place.
+
+A thousand rows must not cost a thousand `podman exec` round trips, and no
+candidate may be visible as a task (to cron, list-tasks, start-all) before its
+login passed. So the candidates are written to a private staging directory
+inside the task directory (`imapsync/.import-<random>/`, 0700, not a task:
+task files are `imapsync/*.env`), checked by ONE `syncctl validation
+--staging` call (concurrent logins in the container, identical credentials
+once), and only then moved into place with `rename` (same file system:
+atomic). An update replaces the task's files only once its new login passed,
+so a refused update keeps the previous settings and password.
+
+One import runs at a time (a lock file in the task directory); a staging
+directory left by a crashed import is removed by the next one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ns8_imapsync import container, files, runstate, schedule
+from ns8_imapsync.actions.tasks import login_verdict
+from ns8_imapsync.csvimport.plan import RowPlan
+from ns8_imapsync.statedir import StateDir
+
+STAGING_PREFIX = ".import-"
+LOCK_NAME = ".import.lock"
+# create-task's error classes, in words: the terminal is not translated like the UI
+REASONS = {
+    "bad_user_credentials": "the remote server refused the user or password",
+    "Check_hostname_or_tcp_port": "the remote host or TCP port could not be reached",
+    "SSL_encryption_error": "the encryption does not match what the remote server expects",
+    "STARTTLS_not_allowed_use_IMAPS": "the remote server refuses STARTTLS, use IMAPS (ssl, port 993) instead",
+    "validation_failed": "the remote login failed",
+}
+
+
+class ImportBusy(RuntimeError):
+    pass
+
+
+@contextmanager
+def import_lock(state: StateDir) -> Iterator[None]:
+    """Only one import at a time: two would both see a sync as new and create it twice."""
+    files.ensure_dir(state.tasks_dir)
+    fd = os.open(state.tasks_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ImportBusy("another import-csv-tasks is running on this module: wait for it to end") from None
+        remove_leftovers(state)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_leftovers(state: StateDir) -> list[str]:
+    """Staging directories of an import that died (we hold the import lock:
+    no live import owns one)."""
+    gone = []
+    for p in state.tasks_dir.glob(STAGING_PREFIX + "*"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p.name)
+    return gone
+
+
+@contextmanager
+def staging_dir(state: StateDir) -> Iterator[StateDir]:
+    token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(16))
+    path = state.tasks_dir / f"{STAGING_PREFIX}{token}"
+    path.mkdir(mode=0o700)
+    try:
+        yield StateDir(path, state.cron_dir)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def stage(staging: StateDir, candidates: list[RowPlan]) -> None:
+    for p in candidates:
+        assert p.task is not None
+        staging.save(p.task, p.password)
+
+
+def check_logins(staging: StateDir, candidates: list[RowPlan]) -> None:
+    """Fail the staged candidates whose remote login is refused (in place)."""
+    if not candidates:
+        return
+    if not container.running():
+        for p in candidates:
+            p.fail("the remote login cannot be checked: the sync service is not running "
+                   "(configure the module first)")
+        return
+    names = [p.task.name for p in candidates if p.task]
+    timeout = 120 + 11 * len(names)  # worst case: every login times out (10 s), 16 at a time
+    proc = container.syncctl("validation", "--staging", staging.tasks_dir.name, *names, timeout=timeout)
+    verdicts = {}
+    for line in proc.stdout.splitlines():
+        verdict = login_verdict(line)
+        if "task" in verdict:
+            verdicts[verdict["task"]] = verdict
+    for p in candidates:
+        verdict = verdicts.get(p.task.name if p.task else "")
+        if verdict is None:
+            p.fail(f"the remote login was not checked (syncctl exited {proc.returncode}: "
+                   f"{proc.stderr.strip()[-200:]})")
+        elif not verdict.get("ok"):
+            error = verdict.get("error") or "validation_failed"
+            p.fail(f"{REASONS.get(error, error)} ({error}): {p.account}")
+            p.detail = verdict.get("reason") or ""
+
+
+def put_in_place(staging: StateDir, state: StateDir, accepted: list[RowPlan], mail_host: str) -> None:
+    """The staged files renamed into place (atomic, same file system), then the schedules."""
+    for p in accepted:
+        assert p.task is not None
+        for suffix in (".pwd", ".env"):  # the .env last: it makes the task exist
+            os.replace(staging.path(p.task.name, suffix), state.path(p.task.name, suffix))
+    dfd = os.open(state.tasks_dir, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    for p in accepted:
+        assert p.task is not None
+        schedule.write(state, p.task, mail_host)
+
+
+def start_first_syncs(state: StateDir, accepted: list[RowPlan]) -> tuple[bool, str]:
+    """Like create-task: an edited task's run is stopped, then every created
+    or updated task is queued at once (the node's caps decide what runs)."""
+    names = [p.task.name for p in accepted if p.task]
+    if not names:
+        return True, ""
+    running = [n for p, n in zip(accepted, names, strict=True)
+               if p.action == "update" and runstate.lock_held(runstate.TaskFiles(state.tasks_dir, n).lock)]
+    if running:
+        container.syncctl("stop", *running, timeout=600)
+    proc = container.syncctl("start", *names, "--detach", "--trigger", "import", timeout=600)
+    return proc.returncode == 0, proc.stderr.strip()
