@@ -38,8 +38,6 @@ class RemoteMessage:
     size: int
     signature: str | None
     message_id: str | None
-    flags: tuple = ()
-    internaldate: object = None
     content_key: str | None = None
 
     @property
@@ -120,14 +118,13 @@ def content_keys(client: imapclient.IMAPClient, sizes: dict[int, int], limits: L
 
 
 def identify(client: imapclient.IMAPClient, uids: Sequence[int], limits: Limits,
-             with_flags: bool = False, all_content: bool = False) -> dict[int, RemoteMessage]:
+             all_content: bool = False) -> dict[int, RemoteMessage]:
     """Identity of messages in the selected folder: header signature and size from one
     batched FETCH; a content hash only for messages with neither header (or all with
     ``all_content``, a deep check that downloads everything)."""
     if not uids:
         return {}
-    extra = " FLAGS INTERNALDATE" if with_flags else ""
-    meta = fetch_meta(client, uids, f"(UID RFC822.SIZE{extra} {HEADER_FETCH.decode()})")
+    meta = fetch_meta(client, uids, f"(UID RFC822.SIZE {HEADER_FETCH.decode()})")
     out: dict[int, RemoteMessage] = {}
     need_content: dict[int, int] = {}
     for uid, item in meta.items():
@@ -136,7 +133,6 @@ def identify(client: imapclient.IMAPClient, uids: Sequence[int], limits: Limits,
             uid=uid, size=int(item.get(b"RFC822.SIZE", 0)),
             signature=header_signature(header) if header is not None else None,
             message_id=message_id_of(header),
-            flags=tuple(item.get(b"FLAGS", ())), internaldate=item.get(b"INTERNALDATE"),
         )
         out[uid] = msg
         if all_content or not msg.signature:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import imaplib
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -245,7 +245,3 @@ def import_account(account: Account, result: AccountResult, ctx: ImportContext) 
                  + (f", {result.counts['append_refused']} REFUSED" if result.counts.get("append_refused") else ""))
     if result.counts.get("append_refused"):
         raise AccountFailed(f"{result.counts['append_refused']} message(s) could not be imported")
-
-
-def count_by_folder(folders: list[LocalFolder]) -> Counter:
-    return Counter({lf.target: len(lf.messages) for lf in folders})

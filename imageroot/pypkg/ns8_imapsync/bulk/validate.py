@@ -32,7 +32,7 @@ from .importer import (
     with_target_session,
 )
 from .pool import Stopped
-from .store import Sidecar
+from .store import AccountStore, Sidecar
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _keys(deep: bool):
 
 
 def validate_account(account: Account, result, ctx: ValidateContext) -> None:
-    store_meta, folders = load_export(_store(ctx, account))
+    store_meta, folders = load_export(AccountStore(ctx.root, account.email))
     key_local, key_remote = _keys(ctx.deep)
     ctx.progress.total(account.email, sum(len(lf.messages) for lf in folders))
 
@@ -115,8 +115,3 @@ def _compare(client, target, items, key_local, key_remote, ctx, readonly: bool):
     if present is None:
         return list(items), []
     return match(items, present, key_local, key_remote)
-
-
-def _store(ctx: ValidateContext, account: Account):
-    from .store import AccountStore
-    return AccountStore(ctx.root, account.email)
