@@ -61,8 +61,6 @@ def run_accounts(accounts: Sequence[Account], job: Job, *, workers: int, ignore_
         result.status = "ok"
         try:
             job(account, result)
-            if stop.is_set() and result.status == "ok" and result.counts.get("interrupted"):
-                result.status = "stopped"
         except Stopped:
             result.status, result.exit_code = "stopped", exitcodes.INTERRUPTED
             result.error = "stopped before the end"
