@@ -24,10 +24,12 @@ CAROL = "carol@remote.test"  # her password holds quotes, spaces, commas, `;`, `
 
 @pytest.fixture
 def clean(cli, localnode, configured):
-    """Every test starts and ends with no task."""
+    """Every test starts and ends with no task (deleted with delete-task, found from the task files
+    to spare a list-tasks round trip per test)."""
     def wipe() -> None:
-        for t in cli.api_ok("module/imapsync1/list-tasks")["user_properties"]:
-            cli.api_ok("module/imapsync1/delete-task", {"localuser": t["localuser"], "task_id": t["task_id"]})
+        for env in (state_dir(localnode) / "imapsync").glob("*.env"):
+            values = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+            cli.api_ok("module/imapsync1/delete-task", {"localuser": values["LOCALUSER"], "task_id": values["TASK_ID"]})
     wipe()
     yield
     wipe()
@@ -147,7 +149,8 @@ def test_pipe_form_any_column_order_optional_columns_empty_lines(cli, localnode,
 
 
 def test_check_mode_explains_each_row_and_changes_nothing(cli, localnode, clean, tmp_path) -> None:
-    first = run_import(cli, localnode, f"{HEADER}\n{row(localnode, 'u1', 'alice@remote.test')}\n", tmp_path=tmp_path)
+    first = run_import(cli, localnode, f"{HEADER}\n{row(localnode, 'u1', 'alice@remote.test')}\n", "--no-start",
+                       tmp_path=tmp_path)
     assert first.returncode == 0, first.stdout
     before = task_files(localnode)
     body = "\n".join([HEADER, row(localnode, "u1", "alice@remote.test"), row(localnode, "u2", "bob@remote.test")])
@@ -232,7 +235,7 @@ def test_rerun_skips_update_keeps_id_refused_update_keeps_old(cli, localnode, cl
 def test_repeated_row_is_imported_once(cli, localnode, clean, tmp_path) -> None:
     line = row(localnode, "u1", "bob@remote.test")
     recased = line.replace("u1,bob@remote.test", "U1,BOB@Remote.Test")
-    proc = run_import(cli, localnode, f"{HEADER}\n{line}\n{recased}\n{line}\n", tmp_path=tmp_path)
+    proc = run_import(cli, localnode, f"{HEADER}\n{line}\n{recased}\n{line}\n", "--no-start", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout
     for n in (3, 4):
         assert f"row {n}: Skipped: bob@remote.test" in proc.stdout or f"row {n}: Skipped: BOB@Remote.Test" \
@@ -265,7 +268,8 @@ def test_refused_row_creates_nothing_unless_continue_on_error(cli, localnode, cl
     assert_nothing_created(cli, localnode)
 
     report = tmp_path / "report.csv"
-    proc = run_import(cli, localnode, body, "--continue-on-error", "--report", str(report), tmp_path=tmp_path)
+    proc = run_import(cli, localnode, body, "--continue-on-error", "--no-start", "--report", str(report),
+                      tmp_path=tmp_path)
     assert proc.returncode == 1
     assert "1 created, 0 updated, 0 skipped, 1 failed" in proc.stdout
     (task,) = tasks(cli)
@@ -283,20 +287,37 @@ def test_bom_crlf_and_semicolon_are_handled(cli, localnode, clean, tmp_path) -> 
     body = "\r\n".join([HEADER.replace(",", ";"),
                         f"u3;alice@remote.test;{q(r.users['alice@remote.test'])};{r.host};{r.imap_port};tls",
                         f"u1;{CAROL};{q(r.users[CAROL])};{r.host};{r.imap_port};tls"]) + "\r\n"
-    proc = run_import(cli, localnode, b"\xef\xbb\xbf" + body.encode(), tmp_path=tmp_path)
+    proc = run_import(cli, localnode, b"\xef\xbb\xbf" + body.encode(), "--no-start", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout
     assert "byte order mark" in proc.stdout and "semicolon" in proc.stdout
     by_user = {t["localuser"]: t for t in tasks(cli)}
     assert sorted(by_user) == ["u1", "u3"]
     pwd = state_dir(localnode) / "imapsync" / f"u1_{by_user['u1']['task_id']}.pwd"
     assert pwd.read_text() == r.users[CAROL] + "\n"  # no \r, quotes undone, `;` inside kept
+    # --no-start: defined, scheduled as asked, not run
+    assert "No sync started (--no-start)" in proc.stdout
+    assert not list((state_dir(localnode) / "imapsync").glob("*.status.json"))
+
+
+def test_one_import_at_a_time(cli, localnode, clean, tmp_path) -> None:
+    import fcntl
+
+    lock = state_dir(localnode) / "imapsync" / ".import.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = run_import(cli, localnode, f"{HEADER}\n{row(localnode, 'u1', 'alice@remote.test')}\n",
+                          tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert "another import-csv-tasks is running" in proc.stdout and "Nothing was imported" in proc.stdout
+    assert_nothing_created(cli, localnode)
 
 
 def test_leftover_staging_dir_of_a_crashed_import_is_removed(cli, localnode, clean, tmp_path) -> None:
     left = state_dir(localnode) / "imapsync" / ".import-crashed0123"
     left.mkdir(mode=0o700)
     (left / "u1_zzzzzz.pwd").write_text("left behind\n")
-    proc = run_import(cli, localnode, f"{HEADER}\n{row(localnode, 'u1', 'alice@remote.test')}\n", tmp_path=tmp_path)
+    proc = run_import(cli, localnode, f"{HEADER}\n{row(localnode, 'u1', 'alice@remote.test')}\n", "--no-start",
+                      tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout
     assert not left.exists()
     assert not list((state_dir(localnode) / "imapsync").glob(".import-*"))
@@ -359,4 +380,4 @@ def test_malformed_input_is_refused_and_creates_nothing(cli, localnode, clean, t
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert expected in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert_nothing_created(cli, localnode)
+    assert task_files(localnode) == {}  # list-tasks reads these files: checked once in the other tests

@@ -89,9 +89,6 @@ def _locked(csv_file: CsvFile, opts: Options, state: StateDir, mailboxes: list[s
         accepted = [p for p in candidates if p.action in ("create", "update")]
         failed = [p for p in plans if p.action == "fail"]
         held = bool(failed) and not opts.continue_on_error and not opts.check
-        accepted_ids = {id(p) for p in accepted}
-        for p in plans:
-            say(report.row_line(p, opts.check, held and id(p) in accepted_ids))
         if not opts.check and not held and accepted:
             creating = sum(1 for p in accepted if p.action == "create")
             if creating:
@@ -99,6 +96,9 @@ def _locked(csv_file: CsvFile, opts: Options, state: StateDir, mailboxes: list[s
             if len(accepted) > creating:
                 say(f"Updating {len(accepted) - creating} task(s) in place (same task ids)...")
             apply.put_in_place(staging, state, accepted, mail_host)
+        accepted_ids = {id(p) for p in accepted}
+        for p in plans:
+            say(report.row_line(p, opts.check, held and id(p) in accepted_ids))
     return _finish(plans, accepted, opts, state, held, say)
 
 
