@@ -86,7 +86,7 @@ def test_cron_files(tmp_path) -> None:
     (tmp_path / "cron").joinpath("u2_gone.cron").write_text("stale")
     assert schedule.expand(state, "10.5.4.1") == ["u2_every2", "u2_facta1"]
     text = (tmp_path / "cron" / "u2_facta1.cron").read_text()
-    assert text.splitlines()[0] == "MAIL_HOST=10.5.4.1"
+    assert text.splitlines()[:2] == ["MAIL_HOST=10.5.4.1", "SYNC_START=queue"]
     assert "*/5 * * * * root /usr/local/bin/syncctl start u2_facta1" in text.splitlines()
     assert "0 */2 * * * root /usr/local/bin/syncctl start u2_every2" in \
         (tmp_path / "cron" / "u2_every2.cron").read_text().splitlines()
@@ -115,7 +115,8 @@ def test_minute_schedules_fire_every_n_minutes_from_midnight(tmp_path, every: in
     state = StateDir(tmp_path / "imapsync", tmp_path / "cron")
     state.save(Task(**BASE, cron=f"{every}m"), "pw")
     schedule.expand(state, "h")
-    lines = [ln.split(None, 5) for ln in (tmp_path / "cron" / "u2_abc123.cron").read_text().splitlines()[1:] if ln]
+    lines = [ln.split(None, 5) for ln in (tmp_path / "cron" / "u2_abc123.cron").read_text().splitlines()
+             if ln and "=" not in ln.split()[0]]
     assert all(ln[5] == "root /usr/local/bin/syncctl start u2_abc123" for ln in lines)
     start = datetime(2026, 11, 22)
     fired = [i for i in range(1440) if any(crond.due(ln[:5], start + timedelta(minutes=i)) for ln in lines)]
@@ -139,5 +140,5 @@ def test_custom_cron_files_are_kept_and_run(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LOCALNODE_MOUNTS", json.dumps([[str(tmp_path / "cron"), "/etc/cron.d"]]))
     at_230 = crond.jobs(datetime(2026, 11, 22, 2, 30))
     assert (["/usr/local/bin/syncctl", "start", "u2_abc123"], {"FOO": "bar"}) in at_230
-    assert (["/usr/local/bin/syncctl", "start", "u2_abc123"], {"MAIL_HOST": "10.5.4.1"}) in at_230
+    assert (["/usr/local/bin/syncctl", "start", "u2_abc123"], {"MAIL_HOST": "10.5.4.1", "SYNC_START": "queue"}) in at_230
     assert crond.jobs(datetime(2026, 11, 22, 2, 31)) == []

@@ -194,8 +194,8 @@ def read_status(tf: TaskFiles) -> RunStatus:
     return st
 
 
-def write_status(tf: TaskFiles, st: RunStatus) -> None:
-    files.write_atomic(tf.status, json.dumps(asdict(st)), 0o600)
+def write_status(tf: TaskFiles, st: RunStatus, **extra: object) -> None:
+    files.write_atomic(tf.status, json.dumps({**asdict(st), **extra}), 0o600)
 
 
 def write_progress(tf: TaskFiles, progress: dict) -> None:

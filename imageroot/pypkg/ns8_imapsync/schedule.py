@@ -1,7 +1,8 @@
 """A task's schedule as a crontab file for the sync container's cron.
 
 The container runs cronie on `cron/` (mounted as /etc/cron.d), so each
-scheduled task gets one system-crontab file: the mail server address, then
+scheduled task gets one system-crontab file: the mail server address,
+`SYNC_START=queue` (a due start is queued, see sync.dispatch), then
 `syncctl start <task>` lines. Only `Nm` (1-59) and `Nh` (1-23) exist;
 anything else was refused by `Task`. Whether a due run is skipped because the
 previous one still runs is syncctl's business, not cron's.
@@ -34,6 +35,7 @@ def render(task: Task, mail_host: str) -> str | None:
         return None
     tab = CronTab(tab="", user=False)
     tab.env["MAIL_HOST"] = mail_host
+    tab.env["SYNC_START"] = "queue"  # syncctl queues the start instead of waiting for a slot
     if m.group("m"):
         times = minute_times(int(m.group("m")))
     else:

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ns8_imapsync import files, runstate
+from ns8_imapsync import runstate
 from ns8_imapsync.runstate import RunStatus, TaskFiles
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.sync.plan import SyncPlan
@@ -266,9 +266,7 @@ class Run:
 
     # ---- helpers -------------------------------------------------------------
     def _write_status(self, **extra: object) -> None:
-        d = asdict(self.status)
-        d.update(extra)
-        files.write_atomic(self.tf.status, json.dumps(d), 0o600)
+        runstate.write_status(self.tf, self.status, **extra)
 
     def _on_progress(self, p: Progress) -> None:
         self.last_progress = time.monotonic()
