@@ -1,0 +1,132 @@
+"""import-csv-tasks on 1,000 rows: wall time and peak RSS, on a throw-away local node.
+
+    .venv/bin/python bench/csv_import.py --rows 1000
+
+Adds N local users (mail1) and N remote accounts (the remote Dovecot, each
+with its own password, so every row is a real, distinct login), binds the
+module, then runs the command exactly as an administrator does
+(`runagent -m imapsync1 import-csv-tasks < users.csv`) in these modes:
+
+- check: `-c`, every row checked (remote logins included), nothing written;
+- import: `--no-start`, the tasks written (staging, one login check call,
+  rename, cron files);
+- re-run: the same file again, every row skipped as already configured;
+- import+start: a fresh module state, the import with its first syncs queued
+  (one `syncctl start` call for every task), timed until the command returns.
+
+Peak RSS is the largest of the command's processes (the host command or the
+container's login check), from getrusage(RUSAGE_CHILDREN) of a fresh
+measuring process per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests")]
+
+from localnode import node  # noqa: E402
+from localnode.config import LOCALNODE_SRC, NodeConfig  # noqa: E402
+
+HEADER = "localusername,remoteusername,remotepassword,remotehostname,remoteport,security\n"
+# runs the command given after it and prints its wall time and the peak RSS of its process tree
+MEASURE = """
+import resource, subprocess, sys, time
+t = time.perf_counter()
+with open(sys.argv[1], "rb") as f:
+    rc = subprocess.run(sys.argv[2:], stdin=f, stdout=subprocess.PIPE, stderr=subprocess.STDOUT).returncode
+wall = time.perf_counter() - t
+print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, rc)
+"""
+
+
+def add_users(cfg: NodeConfig, rows: int) -> list[tuple[str, str, str]]:
+    """b0001..bNNNN on mail1, b0001@remote.test.. on the remote, each with its own password
+    (Dovecot re-reads a changed passwd-file)."""
+    accounts = [(f"b{i:04d}", f"b{i:04d}@remote.test", f"Bench,pw-{i:04d}") for i in range(1, rows + 1)]
+    with open(Path(cfg.mail1.dir) / "users", "a") as f:
+        f.writelines(f"{local}:{{PLAIN}}local-{local}::::::\n" for local, _, _ in accounts)
+    with open(Path(cfg.remote.dir) / "users", "a") as f:
+        f.writelines(f"{remote}:{{PLAIN}}{pw}::::::\n" for _, remote, pw in accounts)
+    return accounts
+
+
+def measure(env: dict, csv_path: Path, *args: str) -> tuple[float, int, int]:
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(csv_path), "runagent", "-m", "imapsync1",
+                           "import-csv-tasks", *args], capture_output=True, text=True, env=env, check=True)
+    wall, rss, rc = proc.stdout.split()
+    return float(wall), int(rss), int(rc)
+
+
+def queued_runners() -> tuple[int, int]:
+    """How many first-sync runs of this bench are alive (queued or running), and their summed RSS in MB."""
+    count = rss_kb = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if b"ns8_imapsync.cli.syncctl" in argv and b"import" in argv and any(a.startswith(b"b0") for a in argv):
+            count += 1
+            rss_kb += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return count, rss_kb // 1024
+
+
+def wipe_tasks(cfg: NodeConfig) -> None:
+    state = cfg.module_state_dir("imapsync1")
+    for sub in ("imapsync", "cron"):
+        for p in (state / sub).iterdir():
+            if p.is_file() and p.name != "vmail.pwd" and not p.name.startswith("."):
+                p.unlink()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--port-base", type=int, default=32000)
+    ap.add_argument("--no-start-run", action="store_true", help="skip the import+start mode")
+    args = ap.parse_args()
+    with node.throwaway(args.port_base, "bench-csv-") as cfg:
+        env = dict(os.environ, LOCALNODE_DIR=str(cfg.state_dir), PATH=f"{LOCALNODE_SRC / 'bin'}:{os.environ['PATH']}")
+        env.pop("PYTHONPATH", None)
+        conf = json.loads(subprocess.run(["api-cli", "run", "module/imapsync1/get-configuration"], env=env,
+                                         capture_output=True, text=True, check=True).stdout)
+        uuid, host = conf["mail_server_URL"][0]["value"].split(",", 1)
+        subprocess.run(["api-cli", "run", "module/imapsync1/configure-module", "--data",
+                        json.dumps({"mail_server": uuid, "mail_host": host})], env=env, check=True,
+                       capture_output=True)
+        accounts = add_users(cfg, args.rows)
+        r = cfg.remote
+        csv_path = cfg.state_dir / "users.csv"
+        csv_path.write_text(HEADER + "".join(f'{local},{remote},"{pw}",{r.host},{r.imap_port},tls\n'
+                                             for local, remote, pw in accounts))
+        results = [("check (-c)", *measure(env, csv_path, "-c")),
+                   ("import (--no-start)", *measure(env, csv_path, "--no-start")),
+                   ("re-run (all skipped)", *measure(env, csv_path))]
+        made = len(list((cfg.module_state_dir("imapsync1") / "imapsync").glob("*.env")))
+        if not args.no_start_run:
+            wipe_tasks(cfg)
+            results.append(("import + first syncs queued", *measure(env, csv_path)))
+            runners, runners_mb = queued_runners()
+            subprocess.run(["api-cli", "run", "module/imapsync1/stop-all-tasks"], env=env, capture_output=True,
+                           timeout=1200)
+        print(f"{args.rows} rows, {made} tasks written by the import")
+        print("| mode | wall s | rows/s | peak RSS MB | exit |")
+        print("|---|---|---|---|---|")
+        for name, wall, rss, rc in results:
+            print(f"| {name} | {wall:.2f} | {args.rows / wall:,.0f} | {rss} | {rc} |")
+        if not args.no_start_run:
+            print(f"after the import+start returned: {runners} first-sync runs alive (queued or running), "
+                  f"{runners_mb} MB RSS in total")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
