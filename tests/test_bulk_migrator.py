@@ -484,11 +484,11 @@ def test_da_lazy_provisioning_only_on_authentication_failure(filled: Pair, tmp_p
     """In process: the panel is asked again only when the target says "wrong user or password"."""
     from ns8_imapsync.bulk.config import Account, ServerConfig, TlsOptions
     from ns8_imapsync.bulk.directadmin import DirectAdminClient, Provisioner
-    from ns8_imapsync.bulk.imapops import Limits
     from ns8_imapsync.bulk.importer import ImportContext, import_account
     from ns8_imapsync.bulk.pool import AccountFailed, AccountResult
     from ns8_imapsync.bulk.progress import Progress
     from ns8_imapsync.bulk.runlog import RunLog
+    from ns8_imapsync.imap.reads import Limits
 
     w = workdir(tmp_path, filled, ["dave@remote.test"])
     assert run_cli(w, "--mode", "export", "--ca-file", filled.ca_file).returncode == 0

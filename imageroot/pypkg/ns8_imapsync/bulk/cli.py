@@ -21,6 +21,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from ns8_imapsync.imap.reads import LARGE_MESSAGE, Limits
+
 from . import exitcodes
 from .config import (
     DEFAULT_EXPORT_CONFIG,
@@ -31,7 +33,6 @@ from .config import (
     load_config,
     write_import_template,
 )
-from .imapops import LARGE_MESSAGE, Limits
 from .pool import AccountResult, overall_exit, run_accounts
 from .progress import Progress, human_bytes
 from .runlog import RunLog

@@ -24,10 +24,10 @@ import imapclient
 from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding, list_folders, namespace_info
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import as_text, clean_flags, uid_fetch
+from ns8_imapsync.imap.reads import Limits, body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
 
 from .config import Account, ServerConfig, TlsOptions
 from .digest import MessageDigest
-from .imapops import Limits, body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
 from .pool import AccountFailed, AccountResult, Stopped
 from .progress import Progress
 from .runlog import RunLog

@@ -29,10 +29,10 @@ import imapclient
 from ns8_imapsync.imap.errors import AuthenticationFailed
 from ns8_imapsync.imap.folders import always_excluded, list_folders, map_name, namespace_info
 from ns8_imapsync.imap.messages import AppendRefused, append_message, file_chunks, mailbox_arg, uid_search_all
+from ns8_imapsync.imap.reads import Limits, RemoteMessage, identify
 
 from . import exitcodes
 from .config import Account, ServerConfig, TlsOptions
-from .imapops import Limits, RemoteMessage, identify
 from .pool import AccountFailed, AccountResult, Stopped
 from .progress import Progress
 from .runlog import RunLog

@@ -75,13 +75,14 @@ import threading
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import imapclient
 
+from ns8_imapsync.imap import reads
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session, scrub
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
 from ns8_imapsync.imap.folders import (
@@ -92,12 +93,9 @@ from ns8_imapsync.imap.folders import (
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import (
     AppendRefused,
-    ContentHasher,
     append_message,
     as_text,
-    chunked,
     clean_flags,
-    content_key,
     file_chunks,
     mailbox_arg,
     uid_fetch,
@@ -110,11 +108,9 @@ from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
 from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import Progress, ProgressFn, RunReport, Side
 
-LARGE_MESSAGE = 8 * 1024 * 1024  # above this a message is spooled to disk in chunks
-CHUNK_SIZE = 4 * 1024 * 1024  # bytes per partial FETCH of a large message
-BATCH_MESSAGES = 50  # messages per body FETCH, per progress event
-BATCH_BYTES = 16 * 1024 * 1024  # bytes per body FETCH
-META_BATCH = 500  # UIDs per header FETCH
+# above LARGE_MESSAGE a message is spooled to disk in CHUNK_SIZE partial FETCHes;
+# body FETCHes (and progress events) go by reads.BODY_BATCH_* messages and bytes
+LARGE_MESSAGE, CHUNK_SIZE = reads.LARGE_MESSAGE, reads.CHUNK_SIZE
 SAVE_INTERVAL = 2.0  # seconds between state writes during a folder
 MAX_ERROR_LINES = 50
 
@@ -642,14 +638,14 @@ class _Run:
             ts.keys.update(self._keys(self.c2, "h2", unknown))
 
     # ---- identity ----------------------------------------------------------------
+    def _counter(self, side: str) -> reads.Count:
+        def count(what: str) -> None:
+            self.stats[f"{side}.{what}"] += 1
+        return count
+
     def _fetch_meta(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int],
                     items: str) -> dict[int, dict]:
-        out: dict[int, dict] = {}
-        for batch in chunked(list(uids), META_BATCH):
-            for uidset in uid_sets(batch):
-                self.stats[f"{side}.fetch_meta"] += 1
-                out.update(uid_fetch(client, uidset, items))
-        return out
+        return reads.fetch_meta(client, uids, items, self._counter(side))
 
     def _keys(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int]) -> dict[int, str]:
         """Identity keys of messages (header signature, else content hash)."""
@@ -692,55 +688,16 @@ class _Run:
         return msgs
 
     def _content_keys(self, client: imapclient.IMAPClient, side: str, sizes: dict[int, int]) -> dict[int, str]:
-        keys: dict[int, str] = {}
-        small = [u for u, s in sorted(sizes.items()) if s <= self.engine.large_message]
-        for batch in self._body_batches(small, sizes):
-            for uid, body in self._fetch_bodies(client, side, batch).items():
-                keys[uid] = content_key(body)
-        for uid in sorted(u for u, s in sizes.items() if s > self.engine.large_message):
-            hasher = ContentHasher()
-            if self._read_chunks(client, side, uid, hasher.update):
-                keys[uid] = hasher.key()
-        return keys
-
-    def _body_batches(self, uids: Sequence[int], sizes: dict[int, int]) -> Iterator[list[int]]:
-        batch: list[int] = []
-        total = 0
-        for uid in uids:
-            if batch and (len(batch) >= BATCH_MESSAGES or total + sizes.get(uid, 0) > BATCH_BYTES):
-                yield batch
-                batch, total = [], 0
-            batch.append(uid)
-            total += sizes.get(uid, 0)
-        if batch:
-            yield batch
+        limits = reads.Limits(self.engine.large_message, self.engine.chunk_size)
+        return reads.content_keys(client, sizes, limits, self._counter(side))
 
     def _fetch_bodies(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int]) -> dict[int, bytes]:
-        out: dict[int, bytes] = {}
-        for uidset in uid_sets(uids):
-            self.stats[f"{side}.fetch_body"] += 1
-            for uid, item in uid_fetch(client, uidset, "(UID BODY.PEEK[])").items():
-                body = item.get(b"BODY[]")
-                if isinstance(body, bytes):
-                    out[uid] = body
-        return out
+        return reads.fetch_bodies(client, uids, self._counter(side))
 
     def _read_chunks(self, client: imapclient.IMAPClient, side: str, uid: int,
                      sink: Callable[[bytes], object]) -> bool:
         """Feed a message to ``sink`` by partial FETCHes; False if it vanished."""
-        size = self.engine.chunk_size
-        offset = 0
-        while True:
-            self.stats[f"{side}.fetch_chunk"] += 1
-            got = uid_fetch(client, str(uid), f"(UID BODY.PEEK[]<{offset}.{size}>)").get(uid)
-            if got is None:
-                return False
-            part = next((v for k, v in got.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
-            part = part or b""
-            sink(part)
-            offset += len(part)
-            if len(part) < size:
-                return True
+        return reads.read_chunks(client, uid, sink, self.engine.chunk_size, self._counter(side))
 
     # ---- placing messages --------------------------------------------------------
     def _claim(self, job: _Job, fs: ss.FolderState, msgs: list[_Msg], fresh: set[int]) -> list[_Msg]:
@@ -773,7 +730,7 @@ class _Run:
         sizes = {m.uid: m.size for m in msgs}
         by_uid = {m.uid: m for m in msgs}
         large = self.engine.large_message
-        for batch_uids in self._body_batches([m.uid for m in msgs], sizes):
+        for batch_uids in reads.body_batches([m.uid for m in msgs], sizes):
             if self.stop.is_set():
                 return
             small = [u for u in batch_uids if sizes[u] <= large]

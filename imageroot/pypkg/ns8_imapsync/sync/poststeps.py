@@ -53,7 +53,8 @@ from ns8_imapsync.imap.connection import close_quietly, describe, open_session
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
 from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
-from ns8_imapsync.imap.messages import chunked, clean_flags, uid_fetch, uid_search_all, uid_sets
+from ns8_imapsync.imap.messages import clean_flags, uid_fetch, uid_search_all, uid_sets
+from ns8_imapsync.imap.reads import fetch_meta
 from ns8_imapsync.sync import folderpairs
 from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
 from ns8_imapsync.sync.imapsync_output import CopiedMessage
@@ -61,7 +62,6 @@ from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import RunReport
 
 SEEN, DELETED = "\\Seen", "\\Deleted"
-META_BATCH = 500  # UIDs per header FETCH
 DATE_MARGIN = timedelta(days=2)  # host2 date window slack: BEFORE ignores time zones
 # the run already failed to log in or connect: the post-steps would fail the same way
 SESSION_FAILURES = {"bad_user_credentials", "bad_master_credentials", "Check_hostname_or_tcp_port",
@@ -176,13 +176,11 @@ def _brake_on_counts(s: Sessions, plan: SyncPlan, log: Log) -> list[str]:
 def signatures(client: imapclient.IMAPClient, uids: Iterable[int]) -> dict[int, str]:
     """imapsync's identity of each message of the selected folder that has one."""
     out: dict[int, str] = {}
-    for batch in chunked(sorted(set(uids)), META_BATCH):
-        for uidset in uid_sets(batch):
-            for uid, item in uid_fetch(client, uidset, f"(UID {HEADER_FETCH.decode()})").items():
-                header = header_from_fetch(item)
-                signature = header_signature(header) if header is not None else None
-                if signature:
-                    out[uid] = signature
+    for uid, item in fetch_meta(client, sorted(set(uids)), f"(UID {HEADER_FETCH.decode()})").items():
+        header = header_from_fetch(item)
+        signature = header_signature(header) if header is not None else None
+        if signature:
+            out[uid] = signature
     return out
 
 
