@@ -8,10 +8,12 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from localnode import corpus, dovecot
 from localnode.config import NodeConfig
+from ns8_imapsync import runstate
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import Task
 from taskdata import task_input, wait_idle
@@ -102,6 +104,19 @@ def test_stop_task_and_crash_detection(cli, localnode, filled) -> None:
         assert got.get(folder) == n, (folder, got)
 
 
+def run_processes() -> list[int]:
+    """syncctl processes doing (or waiting for) one run."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ns8_imapsync.cli.syncctl" in argv and b"start" in argv:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
 def test_fifty_tasks_never_exceed_the_cap(cli, localnode, configured) -> None:
     """start-all-tasks on 50 tasks: at most the cap run at once, all finish."""
     imapsync_dir = localnode.module_state_dir("imapsync1") / "imapsync"
@@ -117,7 +132,7 @@ def test_fifty_tasks_never_exceed_the_cap(cli, localnode, configured) -> None:
         StateDir(imapsync_dir, imapsync_dir.parent / "cron").save(Task.from_request(data), data["remotepassword"])
     env = localnode.module_state_dir("imapsync1") / "environment"
     saved = env.read_text()
-    peak = 0
+    peak = peak_runs = 0
     sampling = threading.Event()
 
     def states() -> list[str]:
@@ -130,9 +145,10 @@ def test_fifty_tasks_never_exceed_the_cap(cli, localnode, configured) -> None:
         return out
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_runs
         while not sampling.is_set():
             peak = max(peak, states().count("running"))
+            peak_runs = max(peak_runs, len(run_processes()))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -151,6 +167,8 @@ def test_fifty_tasks_never_exceed_the_cap(cli, localnode, configured) -> None:
         final = states()
         assert final.count("succeeded") == 50, final
         assert 2 <= peak <= 4, peak
+        # queued tasks wait as files, not as processes: the cap, plus runs still exiting
+        assert peak_runs <= 2 * 4, peak_runs
     finally:
         sampling.set()
         if sampler.is_alive():
@@ -161,3 +179,24 @@ def test_fifty_tasks_never_exceed_the_cap(cli, localnode, configured) -> None:
             cli.api("module/imapsync1/delete-task", {"localuser": f"u{1 + i % 3}", "task_id": task_id})
         for u in ("u1", "u2", "u3"):
             dovecot.wipe(localnode.mail1, u)
+
+
+def test_a_queue_left_by_a_restart_is_resumed(cli, localnode, filled) -> None:
+    """Starts queued when the container went down run once it is back."""
+    cli.api_ok("module/imapsync1/create-task", filled["task"])
+    assert wait_idle(cli, "sync01")["last_sync_state"] == "succeeded"
+    imapsync_dir = localnode.module_state_dir("imapsync1") / "imapsync"
+    assert cli.run("runagent", "-m", "imapsync1", "systemctl", "--user", "stop", "imapsync").returncode == 0
+    tf = runstate.TaskFiles(imapsync_dir, "u3_sync01")
+    runstate.write_status(tf, runstate.RunStatus(state="queued", trigger="manual"), queued_at=time.time())
+    assert runstate.enqueue(imapsync_dir, runstate.QueueEntry("u3_sync01", time.time(), "manual",
+                                                             localnode.remote.host))
+    item = next(t for t in cli.api_ok("module/imapsync1/list-tasks")["user_properties"] if t["task_id"] == "sync01")
+    assert item["state"] == "queued"  # waiting, not crashed
+    assert cli.run("runagent", "-m", "imapsync1", "systemctl", "--user", "start", "imapsync").returncode == 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(runstate.read_history(tf)) < 2:
+        time.sleep(0.5)
+    runs = runstate.read_history(tf)
+    assert [(r["state"], r["trigger"]) for r in runs][-2:] == [("succeeded", "create"), ("succeeded", "manual")]
+    assert runstate.queued(imapsync_dir) == []
