@@ -360,6 +360,8 @@ def _malformed(localnode: NodeConfig) -> dict[str, tuple[bytes, str]]:
         "bad cron": (f"{HEADER},cron\n{ok},5x\n".encode(), "row 2: Error: Invalid cron"),
         "delete pair": (f"{HEADER},delete_local,delete_remote\n{ok},true,true\n".encode(),
                         "row 2: Error: Invalid delete_local: delete_local_and_delete_remote_are_exclusive"),
+        "bad local user name": (f"{HEADER}\n{row(localnode, 'John Doe', 'alice@remote.test')}\n".encode(),
+                                "row 2: Error: Invalid localusername"),
         "bad hostname": (f"{HEADER}\nu1,alice@remote.test,{pw},bad host!,143,tls\n".encode(),
                          "row 2: Error: Invalid remotehostname"),
         "line break in password": (f"{HEADER}\nu1,alice@remote.test,\"pass\nword\",{r.host},143,tls\n".encode(),
@@ -370,7 +372,8 @@ def _malformed(localnode: NodeConfig) -> dict[str, tuple[bytes, str]]:
 MALFORMED = ["missing column", "non-numeric port", "port out of range", "missing value", "bad security",
              "unquoted comma", "bad quoting", "unclosed quote", "binary garbage", "not utf-8", "utf-16",
              "10 MB line", "unknown column", "empty input", "header only", "semicolon in data only",
-             "disabled local user", "bad cron", "delete pair", "bad hostname", "line break in password"]
+             "disabled local user", "bad cron", "delete pair", "bad local user name", "bad hostname",
+             "line break in password"]
 
 
 @pytest.mark.parametrize("case", MALFORMED)

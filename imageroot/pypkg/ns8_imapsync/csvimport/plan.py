@@ -40,6 +40,7 @@ HOSTNAME_RE = re.compile(r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]{0,61}[a-zA-Z0-9
 SECURITY = {"tls": "tls", "starttls": "tls", "ssl": "ssl", "imaps": "ssl", "": "", "none": ""}
 TRUE = ("true", "yes", "1", "on")
 FALSE = ("false", "no", "0", "off")
+COLUMN_OF = {"localuser": "localusername"}  # request field -> CSV column, where they differ
 DEFAULTS = {"cron": "", "delete_local": False, "delete_remote": False, "delete_remote_older": 0, "exclude": "",
             "foldersynchronization": "all", "sieve_enabled": False}
 
@@ -136,6 +137,7 @@ def _schema_errors(validator: jsonschema.Draft7Validator, request: dict) -> list
     messages = []
     for err in sorted(validator.iter_errors(request), key=lambda e: list(e.path)):
         name = ".".join(str(p) for p in err.path) or "(root)"
+        name = COLUMN_OF.get(name, name)
         if name == "remotepassword":
             messages.append(f"Invalid remotepassword ({err.validator} {err.validator_value})")
         else:
@@ -223,7 +225,7 @@ class Planner:
         try:
             task = check_request(request, self.state)
         except TaskError as exc:
-            raise RowError(f"Invalid {exc.field}: {exc.error}") from None
+            raise RowError(f"Invalid {COLUMN_OF.get(exc.field, exc.field)}: {exc.error}") from None
         if self.mailboxes is not None and task.localuser not in self.mailboxes:
             raise RowError(f"local user {task.localuser!r} is not an enabled mailbox of the mail server")
         plan.task, plan.password = task, password
