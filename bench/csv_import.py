@@ -1,6 +1,6 @@
 """import-csv-tasks on 1,000 rows: wall time and peak RSS, on a throw-away local node.
 
-    .venv/bin/python bench/csv_import.py --rows 1000
+    .venv/bin/python bench/csv_import.py --rows 1000 --repeat 3
 
 Adds N local users (mail1) and N remote accounts (the remote Dovecot, each
 with its own password, so every row is a real, distinct login), binds the
@@ -16,7 +16,8 @@ module, then runs the command exactly as an administrator does
 
 Peak RSS is the largest of the command's processes (the host command or the
 container's login check), from getrusage(RUSAGE_CHILDREN) of a fresh
-measuring process per run.
+measuring process per run. Medians of `--repeat` rounds; each round starts
+from a module without tasks (the re-run from the round's own import).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -64,21 +66,6 @@ def measure(env: dict, csv_path: Path, *args: str) -> tuple[float, int, int]:
     return float(wall), int(rss), int(rc)
 
 
-def queued_runners() -> tuple[int, int]:
-    """How many first-sync runs of this bench are alive (queued or running), and their summed RSS in MB."""
-    count = rss_kb = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        if b"ns8_imapsync.cli.syncctl" in argv and b"import" in argv and any(a.startswith(b"b0") for a in argv):
-            count += 1
-            rss_kb += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return count, rss_kb // 1024
-
-
 def wipe_tasks(cfg: NodeConfig) -> None:
     state = cfg.module_state_dir("imapsync1")
     for sub in ("imapsync", "cron"):
@@ -91,6 +78,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--port-base", type=int, default=32000)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-start-run", action="store_true", help="skip the import+start mode")
     args = ap.parse_args()
     with node.throwaway(args.port_base, "bench-csv-") as cfg:
@@ -107,24 +95,29 @@ def main() -> int:
         csv_path = cfg.state_dir / "users.csv"
         csv_path.write_text(HEADER + "".join(f'{local},{remote},"{pw}",{r.host},{r.imap_port},tls\n'
                                              for local, remote, pw in accounts))
-        results = [("check (-c)", *measure(env, csv_path, "-c")),
-                   ("import (--no-start)", *measure(env, csv_path, "--no-start")),
-                   ("re-run (all skipped)", *measure(env, csv_path))]
-        made = len(list((cfg.module_state_dir("imapsync1") / "imapsync").glob("*.env")))
+        modes = [("check (-c)", ("-c",)), ("import (--no-start)", ("--no-start",)),
+                 ("re-run (all skipped)", ())]
         if not args.no_start_run:
-            wipe_tasks(cfg)
-            results.append(("import + first syncs queued", *measure(env, csv_path)))
-            runners, runners_mb = queued_runners()
+            modes.append(("import + first syncs queued", ()))
+        runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name, _ in modes}
+        made = 0
+        for _ in range(args.repeat):
+            for name, flags in modes:
+                if name.startswith("check") or name.startswith("import +"):
+                    wipe_tasks(cfg)
+                runs[name].append(measure(env, csv_path, *flags))
+                if name.startswith("import ("):
+                    made = len(list((cfg.module_state_dir("imapsync1") / "imapsync").glob("*.env")))
             subprocess.run(["api-cli", "run", "module/imapsync1/stop-all-tasks"], env=env, capture_output=True,
                            timeout=1200)
-        print(f"{args.rows} rows, {made} tasks written by the import")
-        print("| mode | wall s | rows/s | peak RSS MB | exit |")
-        print("|---|---|---|---|---|")
-        for name, wall, rss, rc in results:
-            print(f"| {name} | {wall:.2f} | {args.rows / wall:,.0f} | {rss} | {rc} |")
-        if not args.no_start_run:
-            print(f"after the import+start returned: {runners} first-sync runs alive (queued or running), "
-                  f"{runners_mb} MB RSS in total")
+        print(f"{args.rows} rows, {made} tasks written by the import; medians of {args.repeat}")
+        print("| mode | wall s (median) | min-max | rows/s | peak RSS MB | exit |")
+        print("|---|---|---|---|---|---|")
+        for name, results in runs.items():
+            walls = sorted(w for w, _, _ in results)
+            med = statistics.median(walls)
+            print(f"| {name} | {med:.2f} | {walls[0]:.2f}-{walls[-1]:.2f} | {args.rows / med:,.0f} | "
+                  f"{max(r for _, r, _ in results)} | {','.join(str(c) for _, _, c in results)} |")
     return 0
 
 
