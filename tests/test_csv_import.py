@@ -154,11 +154,14 @@ def test_check_mode_explains_each_row_and_changes_nothing(cli, localnode, clean,
     assert first.returncode == 0, first.stdout
     before = task_files(localnode)
     body = "\n".join([HEADER, row(localnode, "u1", "alice@remote.test"), row(localnode, "u2", "bob@remote.test")])
-    proc = run_import(cli, localnode, body + "\n", "-c", tmp_path=tmp_path)
+    report = tmp_path / "check.csv"
+    proc = run_import(cli, localnode, body + "\n", "-c", "--report", str(report), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout
+    outcomes = [(x["row"], x["outcome"], x["task_id"]) for x in csv.DictReader(io.StringIO(report.read_text()))]
+    assert outcomes == [("2", "would-skip", tasks(cli)[0]["task_id"]), ("3", "would-create", "")]
     assert "row 2: Would be skipped: u1 already syncs alice@remote.test" in proc.stdout
     assert "--update" in proc.stdout
-    assert re.search(r"row 3: OK, would create task u2_[a-z0-9]{6}: bob@remote.test@", proc.stdout)
+    assert "row 3: OK, would create a task for u2: bob@remote.test@" in proc.stdout
     assert "nothing was changed" in proc.stdout
     assert task_files(localnode) == before and len(tasks(cli)) == 1
     # a refused login is found by the check too

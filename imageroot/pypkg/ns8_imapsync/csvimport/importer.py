@@ -38,7 +38,8 @@ def _describe(csv_file: CsvFile, say: Callable[[str], None]) -> None:
     optional = [c for c in csv_file.columns if c not in REQUIRED]
     say(f"Columns: {', '.join(csv_file.columns)} (mapped by name, in any order)")
     if optional:
-        say(f"Optional columns set: {', '.join(optional)}; the other fields take their defaults")
+        say(f"Optional columns set: {', '.join(optional)}; the other fields take their defaults "
+            "(a new task) or keep their values (an updated task)")
     for note in csv_file.notes:
         say(f"Note: {note}")
     skipped = f" ({csv_file.empty_lines} empty line(s) skipped)" if csv_file.empty_lines else ""

@@ -49,6 +49,8 @@ def row_line(p: RowPlan, check: bool, held: bool) -> str:
     if p.action == "skip":
         return f"row {p.row}: {'Would be skipped' if check else 'Skipped'}: {p.message}"
     verb = {"create": ("Created", "would create"), "update": ("Updated", "would update")}[p.action]
+    if check and p.action == "create":  # its id is drawn when the import really runs
+        return f"row {p.row}: OK, would create a task for {p.localuser}: {p.account} (remote login accepted)"
     if check:
         return f"row {p.row}: OK, {verb[1]} task {name}: {p.account} (remote login accepted)"
     if held:
@@ -78,9 +80,13 @@ def report_csv(plans: list[RowPlan], check: bool, held: bool, file_error: str = 
     if file_error:
         w.writerow(["", "", "", "", "", "", "failed", "", file_error])
     for p in plans:
+        o = outcome(p, check, held)
         message = p.message if not p.detail else f"{p.message} ({p.detail})"
-        w.writerow([p.row, p.localuser, p.remoteusername, p.remotehostname, p.remoteport, p.security,
-                    outcome(p, check, held), p.task_id if p.action != "fail" else "", message])
+        if o == "not-imported":
+            message = "valid, held back: other rows failed (see --continue-on-error)"
+        task_id = "" if p.action == "fail" or o == "would-create" else p.task_id
+        w.writerow([p.row, p.localuser, p.remoteusername, p.remotehostname, p.remoteport, p.security, o,
+                    task_id, message])
     return out.getvalue()
 
 
