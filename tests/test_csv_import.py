@@ -302,6 +302,13 @@ def test_bom_crlf_and_semicolon_are_handled(cli, localnode, clean, tmp_path) -> 
     assert not list((state_dir(localnode) / "imapsync").glob("*.status.json"))
 
 
+def test_unwritable_report_is_refused_before_anything(cli, localnode, clean, tmp_path) -> None:
+    proc = run_import(cli, localnode, f"{HEADER}\n{row(localnode, 'u1', 'alice@remote.test')}\n",
+                      "--report", "/nonexistent-dir/report.csv", tmp_path=tmp_path)
+    assert proc.returncode == 2 and "--report /nonexistent-dir/report.csv" in proc.stderr
+    assert_nothing_created(cli, localnode)
+
+
 def test_one_import_at_a_time(cli, localnode, clean, tmp_path) -> None:
     import fcntl
 

@@ -8,6 +8,7 @@ appear in a command line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ns8_imapsync.csvimport import importer
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if sys.stdin is None or sys.stdin.isatty():
         print("Error: give the CSV file on standard input: import-csv-tasks < users.csv (see -h)", file=sys.stderr)
+        return 2
+    if args.report and not os.access(os.path.dirname(os.path.abspath(args.report)), os.W_OK):
+        # found before the import, not after its tasks were written
+        print(f"Error: --report {args.report}: its directory does not exist or is not writable", file=sys.stderr)
         return 2
     opts = importer.Options(check=args.check, update=args.update, continue_on_error=args.continue_on_error,
                             start=not args.no_start, report=args.report)
