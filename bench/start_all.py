@@ -26,20 +26,9 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "imageroot" / "pypkg")]
 
 from localnode import corpus, node  # noqa: E402
 from localnode.config import LOCALNODE_SRC  # noqa: E402
+from localnode.procs import run_processes  # noqa: E402
 from ns8_imapsync.statedir import StateDir  # noqa: E402
 from ns8_imapsync.task import Task  # noqa: E402
-
-
-def run_processes() -> list[int]:
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"ns8_imapsync.cli.syncctl" in argv and b"start" in argv:
-            pids.append(int(cmdline.parent.name))
-    return pids
 
 
 def rss_kb(pid: int) -> int:

@@ -8,11 +8,11 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from localnode import corpus, dovecot
 from localnode.config import NodeConfig
+from localnode.procs import run_processes
 from ns8_imapsync import runstate
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import Task
@@ -102,19 +102,6 @@ def test_stop_task_and_crash_detection(cli, localnode, filled) -> None:
     got = local_count(localnode, "u3")
     for folder, n in expected_counts(filled["manifest"]).items():
         assert got.get(folder) == n, (folder, got)
-
-
-def run_processes() -> list[int]:
-    """syncctl processes doing (or waiting for) one run."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"ns8_imapsync.cli.syncctl" in argv and b"start" in argv:
-            pids.append(int(cmdline.parent.name))
-    return pids
 
 
 def test_fifty_tasks_never_exceed_the_cap(cli, localnode, configured) -> None:

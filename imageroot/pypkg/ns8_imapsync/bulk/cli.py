@@ -315,13 +315,14 @@ def _test(args, cfg, tls, log, stop, data_dir) -> int:
 
 
 def _export(args, cfg, tls, log, stop, interrupted, data_dir, limits) -> int:
-    from .export import ExportContext, export_account
+    from .context import RunContext
+    from .export import export_account
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     template = cfg.path.with_name(DEFAULT_IMPORT_CONFIG)
     if write_import_template(cfg, template):
         log.info(f"wrote {template} (mode 0600): set the target server there before importing")
     progress = Progress(log, len(cfg.accounts), "exported")
-    ctx = ExportContext(cfg.server, tls, data_dir, log, progress, stop, limits)
+    ctx = RunContext(cfg.server, tls, data_dir, log, progress, stop, limits)
     results = _pool(args, cfg, log, stop, _tracked(progress, lambda a, r: export_account(a, r, ctx)))
     _summary(results, log, progress, "export")
     code = overall_exit(results, interrupted.is_set())

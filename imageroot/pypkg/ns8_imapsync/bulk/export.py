@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import imaplib
 import os
-import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,26 +22,14 @@ import imapclient
 from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding, list_folders, namespace_info
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import as_text, clean_flags, uid_fetch
-from ns8_imapsync.imap.reads import Limits, body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
+from ns8_imapsync.imap.reads import body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
 
-from .config import Account, ServerConfig, TlsOptions
+from .config import Account
+from .context import RunContext
 from .digest import MessageDigest
 from .pool import AccountFailed, AccountResult, Stopped
-from .progress import Progress
-from .runlog import RunLog
 from .session import account_session, examine
 from .store import TMP_PREFIX, AccountStore, FolderMeta, Sidecar, atomic_write, message_paths
-
-
-@dataclass
-class ExportContext:
-    server: ServerConfig
-    tls: TlsOptions
-    root: Path
-    log: RunLog
-    progress: Progress
-    stop: threading.Event
-    limits: Limits
 
 
 def foreign_prefixes(client: imapclient.IMAPClient) -> tuple[str, ...]:
@@ -79,7 +65,7 @@ def iso_date(value: object) -> str | None:
     return None
 
 
-def export_account(account: Account, result: AccountResult, ctx: ExportContext) -> None:
+def export_account(account: Account, result: AccountResult, ctx: RunContext) -> None:
     store = AccountStore(ctx.root, account.email)
     store.ensure()
     started = datetime.now(UTC).isoformat()
@@ -132,7 +118,7 @@ def export_account(account: Account, result: AccountResult, ctx: ExportContext) 
 
 
 def _export_folder(client: imapclient.IMAPClient, f: Folder, delim: str, folder_dir: Path,
-                   account: Account, result: AccountResult, ctx: ExportContext) -> None:
+                   account: Account, result: AccountResult, ctx: RunContext) -> None:
     info = examine(client, f)
     uidvalidity = int(info.get(b"UIDVALIDITY", 0))
     exists = int(info.get(b"EXISTS", 0))
@@ -184,7 +170,7 @@ def _export_folder(client: imapclient.IMAPClient, f: Folder, delim: str, folder_
 
 
 def _fetch_new(client: imapclient.IMAPClient, f: Folder, folder_dir: Path, uidvalidity: int,
-               uids: list[int], account: Account, result: AccountResult, ctx: ExportContext) -> None:
+               uids: list[int], account: Account, result: AccountResult, ctx: RunContext) -> None:
     meta = fetch_meta(client, uids, f"(UID RFC822.SIZE INTERNALDATE FLAGS {HEADER_FETCH.decode()})")
     sizes = {u: int(m.get(b"RFC822.SIZE", 0)) for u, m in meta.items()}
     present = [u for u in uids if u in meta]
@@ -211,7 +197,7 @@ def _fetch_new(client: imapclient.IMAPClient, f: Folder, folder_dir: Path, uidva
 
 
 def _write_large(client: imapclient.IMAPClient, folder_dir: Path, uid: int, uidvalidity: int, name: str,
-                 item: dict, result: AccountResult, ctx: ExportContext) -> int:
+                 item: dict, result: AccountResult, ctx: RunContext) -> int:
     eml, _js = message_paths(folder_dir, uid)
     tmp = folder_dir / f"{TMP_PREFIX}{eml.name}"
     digest = MessageDigest()

@@ -16,7 +16,6 @@ INTERNALDATE.  Large messages are streamed from disk.
 from __future__ import annotations
 
 import imaplib
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -32,9 +31,9 @@ from ns8_imapsync.imap.messages import AppendRefused, append_message, file_chunk
 from ns8_imapsync.imap.reads import Limits, RemoteMessage, identify
 
 from . import exitcodes
-from .config import Account, ServerConfig, TlsOptions
+from .config import Account
+from .context import RunContext
 from .pool import AccountFailed, AccountResult, Stopped
-from .progress import Progress
 from .runlog import RunLog
 from .session import account_session
 from .store import AccountStore, FolderMeta, Sidecar, StoreError
@@ -43,14 +42,7 @@ LOGIN_RETRIES_AFTER_CREATE = 3
 
 
 @dataclass
-class ImportContext:
-    server: ServerConfig
-    tls: TlsOptions
-    root: Path
-    log: RunLog
-    progress: Progress
-    stop: threading.Event
-    limits: Limits
+class ImportContext(RunContext):
     provisioner: object | None = None  # directadmin.Provisioner
 
 
