@@ -306,9 +306,10 @@ def stop_run(state: StateDir, name: str, grace: float | None = None) -> str:
     deadline = time.monotonic() + grace
     pid = None
     while time.monotonic() < deadline and runstate.lock_held(tf.lock):
-        if pid is None:  # a run that just took its lock may not have written its pid yet
-            pid = runstate.read_status(tf).pid
-            if pid:
+        if pid is None:  # a run that just took its lock may not have written its record yet
+            st = runstate.read_status(tf)
+            if st.state in runstate.ACTIVE_STATES and st.pid:  # never the pid of a finished run
+                pid = st.pid
                 _signal_group(pid, signal.SIGTERM)
         time.sleep(0.1)
     if runstate.lock_held(tf.lock) and pid:
