@@ -21,7 +21,7 @@ from email.errors import MissingHeaderBodySeparatorDefect
 from email.policy import compat32
 from pathlib import Path
 
-from ns8_imapsync.imap.folders import _folder_arg, _folder_encoding
+from ns8_imapsync.imap.folders import folder_arg, folder_encoding
 
 from . import exitcodes
 from .config import Account, ServerConfig, TlsOptions
@@ -160,9 +160,9 @@ def audit_files(store: AccountStore, result: AccountResult, stop: threading.Even
 def source_counts(client) -> dict[str, int]:
     out = {}
     for f in source_folders(client):
-        arg, encode = _folder_arg(f)
+        arg, encode = folder_arg(f)
         try:
-            with _folder_encoding(client, encode):
+            with folder_encoding(client, encode):
                 out[f.name] = int(client.folder_status(arg, ["MESSAGES"]).get(b"MESSAGES", 0))
         except imaplib.IMAP4.abort:
             raise

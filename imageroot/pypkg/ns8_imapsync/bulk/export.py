@@ -19,7 +19,7 @@ from pathlib import Path
 
 import imapclient
 
-from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding, list_folders, namespace_info
+from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, list_folders, namespace_info
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import as_text, clean_flags, uid_fetch
 from ns8_imapsync.imap.reads import body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
@@ -81,9 +81,9 @@ def export_account(account: Account, result: AccountResult, ctx: RunContext) -> 
         store.write_account_meta(meta)
         total = 0
         for f in folders:
-            arg, encode = _folder_arg(f)
+            arg, encode = folder_arg(f)
             try:
-                with _folder_encoding(client, encode):
+                with folder_encoding(client, encode):
                     total += int(client.folder_status(arg, ["MESSAGES"]).get(b"MESSAGES", 0))
             except imaplib.IMAP4.error:
                 pass

@@ -11,7 +11,7 @@ import imapclient
 
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session
 from ns8_imapsync.imap.errors import AuthenticationFailed, TLSFailed
-from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding
+from ns8_imapsync.imap.folders import Folder, select_folder
 
 from .config import Account, ServerConfig, TlsOptions, endpoint
 from .pool import AccountFailed
@@ -52,9 +52,7 @@ def account_session(server: ServerConfig, account: Account, tls: TlsOptions,
 
 def examine(client: imapclient.IMAPClient, folder: Folder | str) -> dict:
     """Read-only SELECT: no flag changes, no \\Recent taken, nothing expunged."""
-    arg, encode = _folder_arg(folder)
-    with _folder_encoding(client, encode):
-        return client.select_folder(arg, readonly=True)
+    return select_folder(client, folder, readonly=True)
 
 
 def select(client: imapclient.IMAPClient, name: str) -> dict:

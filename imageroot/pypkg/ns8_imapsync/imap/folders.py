@@ -95,7 +95,7 @@ def _text(value: bytes | str | None) -> str:
 
 
 @contextmanager
-def _folder_encoding(client: imapclient.IMAPClient, encode: bool) -> Iterator[None]:
+def folder_encoding(client: imapclient.IMAPClient, encode: bool) -> Iterator[None]:
     """IMAPClient's name encoding switched for one command: raw names must be
     sent as the server gave them, or a name that does not round-trip is lost."""
     saved = client.folder_encode
@@ -108,7 +108,7 @@ def _folder_encoding(client: imapclient.IMAPClient, encode: bool) -> Iterator[No
 
 def list_folders(client: imapclient.IMAPClient) -> list[Folder]:
     """``LIST "" "*"``, keeping raw names, without \\Noselect / \\NonExistent entries."""
-    with _folder_encoding(client, False):
+    with folder_encoding(client, False):
         rows = client.list_folders("", "*")
     folders: list[Folder] = []
     seen: set[bytes | str] = set()
@@ -272,7 +272,7 @@ def is_excluded(
     return False
 
 
-def _folder_arg(folder: Folder | str) -> tuple[str, bool]:
+def folder_arg(folder: Folder | str) -> tuple[str, bool]:
     """(name to send, use folder_encode) addressing ``folder`` exactly."""
     if isinstance(folder, str):
         return folder, True
@@ -281,19 +281,27 @@ def _folder_arg(folder: Folder | str) -> tuple[str, bool]:
     return folder.raw_text, False
 
 
+def select_folder(client: imapclient.IMAPClient, folder: Folder | str, readonly: bool = False) -> dict:
+    """SELECT (or EXAMINE, read-only) by the server's own bytes when the decoded
+    name would not encode back to them."""
+    arg, encode = folder_arg(folder)
+    with folder_encoding(client, encode):
+        return client.select_folder(arg, readonly=readonly)
+
+
 def _status_size(client: imapclient.IMAPClient, folder: Folder | str) -> FolderStat:
-    arg, encode = _folder_arg(folder)
+    arg, encode = folder_arg(folder)
     name = folder if isinstance(folder, str) else folder.name
-    with _folder_encoding(client, encode):
+    with folder_encoding(client, encode):
         status = client.folder_status(arg, ["MESSAGES", "SIZE"])
     return FolderStat(name, int(status.get(b"MESSAGES", 0)), int(status.get(b"SIZE", 0)), None)
 
 
 def _fetch_sizes(client: imapclient.IMAPClient, folder: Folder | str) -> FolderStat:
     """EXAMINE (read-only: no \\Seen, no \\Recent loss) then one ``FETCH 1:* RFC822.SIZE``."""
-    arg, encode = _folder_arg(folder)
+    arg, encode = folder_arg(folder)
     name = folder if isinstance(folder, str) else folder.name
-    with _folder_encoding(client, encode):
+    with folder_encoding(client, encode):
         info = client.select_folder(arg, readonly=True)
     exists = int(info.get(b"EXISTS", 0))
     if exists == 0:

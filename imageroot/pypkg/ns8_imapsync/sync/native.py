@@ -85,11 +85,7 @@ import imapclient
 from ns8_imapsync.imap import reads
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session, scrub
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
-from ns8_imapsync.imap.folders import (
-    Folder,
-    _folder_arg,
-    _folder_encoding,
-)
+from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import (
     AppendRefused,
@@ -447,7 +443,7 @@ class _Run:
     def _h1_subscriptions(self) -> set[str]:
         """Raw names of host1's subscribed folders; empty if it keeps none (then subscribe all)."""
         try:
-            with _folder_encoding(self.c1, False):
+            with folder_encoding(self.c1, False):
                 rows = self.c1.list_sub_folders("", "*")
         except imaplib.IMAP4.abort:
             raise
@@ -464,9 +460,9 @@ class _Run:
             items1.append("SIZE")
         seen2: dict[str, dict | None] = {}
         for job in list(jobs):
-            arg, encode = _folder_arg(job.folder)
+            arg, encode = folder_arg(job.folder)
             try:
-                with _folder_encoding(self.c1, encode):
+                with folder_encoding(self.c1, encode):
                     job.status1 = self.c1.folder_status(arg, items1)
             except imaplib.IMAP4.abort:
                 raise
@@ -587,10 +583,8 @@ class _Run:
             fs.h2 = self._h2_snapshot(job)
 
     def _select_h1(self, job: _Job, readonly: bool) -> dict:
-        arg, encode = _folder_arg(job.folder)
         self.stats["h1.select"] += 1
-        with _folder_encoding(self.c1, encode):
-            return self.c1.select_folder(arg, readonly=readonly)
+        return select_folder(self.c1, job.folder, readonly=readonly)
 
     def _select_h2(self, job: _Job) -> dict:
         self.stats["h2.select"] += 1
@@ -1003,8 +997,8 @@ class _Run:
         if not self.h1_modified or before is None:
             return before
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (["HIGHESTMODSEQ"] if self.modseq else [])
-        arg, encode = _folder_arg(job.folder)
-        with _folder_encoding(self.c1, encode):
+        arg, encode = folder_arg(job.folder)
+        with folder_encoding(self.c1, encode):
             status = self.c1.folder_status(arg, items)
         after = ss.Snapshot(int(status.get(b"UIDVALIDITY", 0)), int(status.get(b"UIDNEXT", 0)),
                             int(status.get(b"MESSAGES", 0)), int(status.get(b"HIGHESTMODSEQ", 0)) or None)

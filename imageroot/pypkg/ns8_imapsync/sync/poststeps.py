@@ -51,7 +51,7 @@ import imapclient
 from ns8_imapsync.files import write_atomic
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
-from ns8_imapsync.imap.folders import Folder, _folder_arg, _folder_encoding
+from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import clean_flags, uid_fetch, uid_search_all, uid_sets
 from ns8_imapsync.imap.reads import fetch_meta
@@ -146,16 +146,9 @@ def precheck(plan: SyncPlan, log: Log) -> RunReport | None:
 
 
 def _messages(client: imapclient.IMAPClient, folder: Folder | str) -> int:
-    arg, encode = _folder_arg(folder)
-    with _folder_encoding(client, encode):
+    arg, encode = folder_arg(folder)
+    with folder_encoding(client, encode):
         return int(client.folder_status(arg, ["MESSAGES"]).get(b"MESSAGES", 0))
-
-
-def _select(client: imapclient.IMAPClient, folder: Folder | str, readonly: bool = False) -> dict:
-    """SELECT by the server's own bytes when the decoded name would not encode back to them."""
-    arg, encode = _folder_arg(folder)
-    with _folder_encoding(client, encode):
-        return client.select_folder(arg, readonly=readonly)
 
 
 def _brake_on_counts(s: Sessions, plan: SyncPlan, log: Log) -> list[str]:
@@ -322,12 +315,12 @@ def delete_old_verified(s: Sessions, plan: SyncPlan, report: RunReport, log: Log
     for pair in found.pairs:
         if pair.target not in existing2:
             continue
-        _select(s.c1, pair.folder)
+        select_folder(s.c1, pair.folder)
         old = s.c1.search(["BEFORE", cutoff])
         if not old:
             continue
         wanted = signatures(s.c1, old)
-        _select(s.c2, pair.target, readonly=True)
+        select_folder(s.c2, pair.target, readonly=True)
         copies = s.c2.search(["BEFORE", cutoff + DATE_MARGIN])
         done = verified(wanted, signatures(s.c2, copies).values()) if copies else []
         if not done:
