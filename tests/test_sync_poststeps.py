@@ -287,3 +287,17 @@ def test_engine_runs_the_steps_around_imapsync(fresh: Pair, tmp_path: Path) -> N
     plan.target_password_file.write_text(fresh.password(USER) + "\n")
     report = engine.run(plan, lambda p: None, threading.Event(), lines.append)
     assert report.error_class == "sieve_unavailable" and not (bindir / "ran").exists()
+
+
+def test_inbox_sieve_and_age_deletion_find_copies_the_script_filed(fresh: Pair, tmp_path: Path) -> None:
+    dovecot.doveadm(fresh.cfg.mail1, "sieve", "put", "-a", "-u", "u2", "migration", input=SIEVE)
+    old, recent = datetime.now(UTC) - timedelta(days=40), datetime.now(UTC) - timedelta(days=1)
+    put_remote(fresh, "INBOX", [(message("[FILE-ME] old", 1), [], old), (message("old kept in inbox", 2), [], old),
+                                (message("[FILE-ME] recent", 3), [], recent)])
+    plan = make_plan(fresh, tmp_path, folder_mode="inbox", sieve_enabled=True, delete_remote=True,
+                     delete_remote_older=10)
+    report, lines = after(plan, imapsync_like_copy(fresh))
+    assert report.ok, report.errors
+    assert set(flags_by_subject(fresh, "local", "Filed")) == {"[FILE-ME] old", "[FILE-ME] recent"}
+    assert report.deleted_host1 == 2  # the filed old one too, found in Filed
+    assert set(flags_by_subject(fresh, "remote")) == {"[FILE-ME] recent"}

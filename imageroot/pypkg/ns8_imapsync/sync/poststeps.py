@@ -25,8 +25,9 @@ taken from imapsync's output alone:
       are kept in ``<task>.sieve.json`` until filtered, so a crash or a stop
       between the copy and the filter is finished by the next run;
     * delete_remote_older N: in each synced folder, host1 messages older than N
-      days (SEARCH BEFORE) whose identity is in the mapped host2 folder are
-      deleted (UID EXPUNGE).  imapsync keeps INTERNALDATE, so the host2 copies
+      days (SEARCH BEFORE) whose identity is in the mapped host2 folder (with
+      Sieve, in any host2 folder: the script may have filed it) are deleted
+      (UID EXPUNGE).  imapsync keeps INTERNALDATE, so the host2 copies
       are searched in the same date window (plus two days for time zones).
       Matching is a multiset: two identical host1 messages need two copies.
 
@@ -43,7 +44,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import imapclient
@@ -51,7 +52,7 @@ import imapclient
 from ns8_imapsync.files import write_atomic
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
-from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, select_folder
+from ns8_imapsync.imap.folders import Folder, always_excluded, folder_arg, folder_encoding, select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import clean_flags, uid_fetch, uid_search_all, uid_sets
 from ns8_imapsync.imap.reads import fetch_meta
@@ -306,6 +307,17 @@ def filter_copies(s: Sessions, plan: SyncPlan, copied: Sequence[CopiedMessage], 
     return len(filed)
 
 
+def _old_copies(client: imapclient.IMAPClient, folders: Iterable[str], before: date) -> list[str]:
+    """Signatures of the host2 messages of ``folders`` with an INTERNALDATE before ``before``."""
+    out: list[str] = []
+    for folder in folders:
+        select_folder(client, folder, readonly=True)
+        copies = client.search(["BEFORE", before])
+        if copies:
+            out.extend(signatures(client, copies).values())
+    return out
+
+
 def delete_old_verified(s: Sessions, plan: SyncPlan, report: RunReport, log: Log) -> int:
     """delete_remote_older: expunge on host1 old messages whose copy is on host2."""
     cutoff = (datetime.now(UTC) - timedelta(days=plan.delete_remote_older)).date()
@@ -320,9 +332,10 @@ def delete_old_verified(s: Sessions, plan: SyncPlan, report: RunReport, log: Log
         if not old:
             continue
         wanted = signatures(s.c1, old)
-        select_folder(s.c2, pair.target, readonly=True)
-        copies = s.c2.search(["BEFORE", cutoff + DATE_MARGIN])
-        done = verified(wanted, signatures(s.c2, copies).values()) if copies else []
+        # with Sieve a copy may have been filed in any local folder, not only INBOX
+        places = [f.name for f in found.folders2 if not always_excluded(f.name, f.delimiter or None)] \
+            if plan.sieve_enabled else [pair.target]
+        done = verified(wanted, _old_copies(s.c2, places, cutoff + DATE_MARGIN))
         if not done:
             continue
         for uidset in uid_sets(done):
