@@ -337,3 +337,13 @@ def test_an_entry_nobody_can_run_is_dropped(tmp_path, monkeypatch) -> None:
 
     started = Dispatcher(StateDir(tmp_path, tmp_path), spawn=broken, poll=0.05).run()
     assert started == 1 and runstate.queued(tmp_path) == []
+
+
+def test_queue_entries_are_whole_or_absent(tmp_path) -> None:
+    """A second enqueue of a queued task is refused; no temporary file is left behind."""
+    entry = runstate.QueueEntry("u1_once", 12.5, "schedule", "imap.example.org")
+    assert runstate.enqueue(tmp_path, entry) is True
+    assert runstate.enqueue(tmp_path, runstate.QueueEntry("u1_once", 99.0, "manual", "x")) is False
+    assert runstate.queued(tmp_path) == [entry]
+    assert sorted(p.name for p in runstate.queue_dir(tmp_path).iterdir()) == ["u1_once.json"]
+    assert runstate.dequeue(tmp_path, "u1_once") and not runstate.dequeue(tmp_path, "u1_once")

@@ -134,16 +134,24 @@ def queue_dir(tasks_dir: Path) -> Path:
 
 
 def enqueue(tasks_dir: Path, entry: QueueEntry) -> bool:
-    """Add a start to the queue; False when the task is queued already."""
+    """Add a start to the queue; False when the task is queued already.
+
+    The entry is written whole to a temporary name, then linked into place:
+    the link fails if the entry exists, and a crash never leaves a half-written
+    entry that would keep the task "queued" for ever."""
     qdir = queue_dir(tasks_dir)
     files.ensure_dir(qdir)
-    data = json.dumps({"queued_at": entry.queued_at, "trigger": entry.trigger, "host": entry.host}).encode()
+    data = json.dumps({"queued_at": entry.queued_at, "trigger": entry.trigger, "host": entry.host})
+    tmp = qdir / f".{entry.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:  # no fsync: a start lost in a power cut is asked again
+        f.write(data)
     try:
-        fd = os.open(qdir / f"{entry.name}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.link(tmp, qdir / f"{entry.name}.json")
     except FileExistsError:
         return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
 
 
