@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 from localnode import node
 from localnode.config import LOCALNODE_SRC, NodeConfig
-from localnode.imap_pair import Pair, start_pair, stop_pair
+from localnode.imap_pair import Pair, running_pair
 
 TEST_PORT_BASE = int(os.environ.get("LOCALNODE_TEST_PORT_BASE", "26000"))
 # the `pair` fixture's Dovecots; a second checkout running tests at once sets another base
@@ -76,8 +76,5 @@ def configured(cli: Cli) -> dict:
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
     """Both Dovecots alone (no agents), fresh for each test module that asks."""
-    started = start_pair(PAIR_PORT_BASE)
-    try:
+    with running_pair(PAIR_PORT_BASE) as started:
         yield started
-    finally:
-        stop_pair(started)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from localnode import corpus, dovecot
-from localnode.imap_pair import REMOTE_OF, Pair, start_pair, stop_pair
+from localnode.imap_pair import REMOTE_OF, Pair, running_pair
 from ns8_imapsync.imap.connection import Endpoint, open_session
 from ns8_imapsync.imap.folders import always_excluded, list_folders
 from ns8_imapsync.sync.native import NativeEngine
@@ -48,11 +48,8 @@ Key = tuple[str, frozenset, datetime]
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
     """The conftest pair, on its own port base so it runs beside the other IMAP test modules."""
-    started = start_pair(port_base=PORT_BASE)
-    try:
+    with running_pair(PORT_BASE) as started:
         yield started
-    finally:
-        stop_pair(started)
 
 
 @pytest.fixture(scope="module")

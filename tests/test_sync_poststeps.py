@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from localnode import dovecot
-from localnode.imap_pair import REMOTE_OF, Pair, start_pair, stop_pair
+from localnode.imap_pair import REMOTE_OF, Pair, running_pair
 from ns8_imapsync.imap.connection import open_session
 from ns8_imapsync.sync import poststeps
 from ns8_imapsync.sync.imapsync_engine import ImapsyncEngine
@@ -37,11 +37,8 @@ USER = "user02"  # bob@remote.test -> u2
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    started = start_pair(port_base=PORT_BASE)
-    try:
+    with running_pair(PORT_BASE) as started:
         yield started
-    finally:
-        stop_pair(started)
 
 
 @pytest.fixture

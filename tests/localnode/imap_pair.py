@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +85,13 @@ def stop_pair(pair: Pair) -> None:
         dovecot.stop(pair.cfg)
     finally:
         shutil.rmtree(pair.cfg.state_dir, ignore_errors=True)
+
+
+@contextmanager
+def running_pair(port_base: int = 24000) -> Iterator[Pair]:
+    """start_pair ... stop_pair, for a fixture."""
+    started = start_pair(port_base)
+    try:
+        yield started
+    finally:
+        stop_pair(started)
