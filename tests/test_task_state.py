@@ -142,3 +142,14 @@ def test_custom_cron_files_are_kept_and_run(tmp_path, monkeypatch) -> None:
     assert (["/usr/local/bin/syncctl", "start", "u2_abc123"], {"FOO": "bar"}) in at_230
     assert (["/usr/local/bin/syncctl", "start", "u2_abc123"], {"MAIL_HOST": "10.5.4.1", "SYNC_START": "queue"}) in at_230
     assert crond.jobs(datetime(2026, 11, 22, 2, 31)) == []
+
+
+def test_write_atomic_without_overwrite_never_replaces(tmp_path) -> None:
+    from ns8_imapsync import files
+
+    target = tmp_path / "conf.json"
+    files.write_atomic(target, "first", 0o600, overwrite=False)
+    with pytest.raises(FileExistsError):
+        files.write_atomic(target, "second", 0o600, overwrite=False)
+    assert target.read_text() == "first" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["conf.json"]  # no temporary file left

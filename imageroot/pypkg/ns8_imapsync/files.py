@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o600) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o600, overwrite: bool = True) -> None:
+    """``overwrite=False``: the complete file is linked into place, which fails
+    with FileExistsError if the target exists (even one created meanwhile)."""
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -22,7 +24,11 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o600) 
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)  # umask may have narrowed or widened it
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ns8_imapsync import files
 from ns8_imapsync.imap.connection import Endpoint
 
 PLACEHOLDER_HOST = "CHANGE_ME.example.com"
@@ -138,24 +139,15 @@ def load_config(path: str | os.PathLike) -> MigrationConfig:
                            tuple(warnings))
 
 
-def write_private_json(path: Path, data: object) -> None:
-    """Write JSON readable by the owner only, never exposing it through a wider mode first."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def write_import_template(cfg: MigrationConfig, path: Path) -> bool:
     """After an export: an import config with the same accounts and a placeholder
     host, so the operator only edits the target. Never overwrites; True if written."""
-    if path.exists():
-        return False
-    write_private_json(path, {
+    template = {
         "server": {"host": PLACEHOLDER_HOST, "port": 993, "ssl": True, "starttls": False},
         "accounts": [{"email": a.email, "password": a.password} for a in cfg.accounts],
-    })
+    }
+    try:
+        files.write_atomic(path, json.dumps(template, ensure_ascii=False, indent=2) + "\n", 0o600, overwrite=False)
+    except FileExistsError:
+        return False
     return True

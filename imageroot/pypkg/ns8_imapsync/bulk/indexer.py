@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ns8_imapsync import files
 from ns8_imapsync.bulk import exitcodes
 from ns8_imapsync.bulk.directadmin import DirectAdminClient, DirectAdminError
 from ns8_imapsync.bulk.secret import SecretError, read_secret
@@ -168,35 +167,13 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
 
 
 def write_config(out: Path, config: dict, overwrite: bool) -> None:
-    """Mode 0600 from the first byte, complete or absent (temp file + rename);
-    without `overwrite` the final link fails if the file appeared meanwhile."""
-    data = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    """Mode 0600 from the first byte, complete or absent; without `overwrite`
+    the final link fails if the file appeared meanwhile."""
+    data = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, out)
-        else:
-            try:
-                os.link(tmp, out)
-            except FileExistsError:
-                raise UsageError(f"{out} exists; add --overwrite to replace it") from None
-            os.unlink(tmp)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        files.write_atomic(out, data, 0o600, overwrite=overwrite)
+    except FileExistsError:
+        raise UsageError(f"{out} exists; add --overwrite to replace it") from None
 
 
 # ---------------------------------------------------------------------------
