@@ -99,6 +99,11 @@ class NodeConfig:
         return self.state_dir / "log"
 
     @property
+    def image_extras_dir(self) -> Path:
+        """Programs of the machine the sync "container" may run (an imapsync beside the project)."""
+        return self.state_dir / "image-extras"
+
+    @property
     def dovecot_dir(self) -> Path:
         return self.state_dir / "dovecot"
 

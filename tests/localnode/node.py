@@ -105,9 +105,26 @@ def ensure_imapsync_module(cfg: NodeConfig) -> str:
     return cluster.add_module(cfg, "imapsync")
 
 
+def link_image_extras(cfg: NodeConfig) -> None:
+    """Lend the sync image an imapsync when the machine has one on PATH.
+
+    The production image ships imapsync, and an empty engine setting then picks
+    it; the local node's image has what the machine that starts the node has, so
+    the suite runs against a real imapsync whenever one is installed beside the
+    project (and with the native engine otherwise)."""
+    extras = cfg.image_extras_dir
+    extras.mkdir(parents=True, exist_ok=True)
+    link = extras / "imapsync"
+    link.unlink(missing_ok=True)
+    found = shutil.which("imapsync")
+    if found:
+        link.symlink_to(os.path.realpath(found))
+
+
 def up(cfg: NodeConfig) -> None:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     cfg.write_node_json()
+    link_image_extras(cfg)
     cluster.install_agent_pth()
     redisd.start(cfg)
     cluster.seed_cluster_keys(cfg)

@@ -110,12 +110,18 @@ def container_log(name: str) -> Path:
     return load().log_dir / f"container-{name}.log"
 
 
+def image_extras() -> str:
+    """``:<dir>`` of the programs the node lends the sync image (see node.link_image_extras)."""
+    extras = load().image_extras_dir
+    return f":{extras}" if extras.is_dir() else ""
+
+
 def container_env(rec: dict) -> dict[str, str]:
     # the container's PID 1 stdout is what podman sends to the journal: here, its log file
     mounts = [tuple(m) for m in rec["mounts"]] + [(str(container_log(rec["name"])), "/proc/1/fd/1")]
     env = {k: rewrite(v, mounts) for k, v in rec["env"].items()}
     bindir = IMAGES_DIR / rec["image_key"] / "bin"
-    env["PATH"] = f"{bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env["PATH"] = f"{bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" + image_extras()
     env["LOCALNODE_MOUNTS"] = json.dumps(rec["mounts"])
     env["LOCALNODE_DIR"] = str(load().state_dir)
     env.setdefault("HOME", "/root")
