@@ -7,6 +7,11 @@ everything (config, users, logs, sockets, mail) under `ImapServer.dir`, so
 several nodes can run side by side. (When `<dir>/run` is too long for unix
 socket paths, it is a symlink to a short dir in the system tmp dir.)
 
+`start(cfg, mail1_uidplus=False)` runs a mail1 that does not announce UIDPLUS
+(Dovecot's `imap_capability`), as some target servers. Dovecot still answers
+APPEND with `[APPENDUID ...]`, so a test that needs a server which never tells
+the new UID also strips it (`tests/faultproxy.py`, `strip_appenduid`).
+
 As root, mail belongs to a dedicated system user (created on demand) and
 Dovecot's own users `dovecot`/`dovenull` run the internal and login
 processes; as non-root, everything runs as the caller with chroot disabled.
@@ -43,6 +48,14 @@ MAIL1_TRUSTED_NETWORKS = "10.5.4.0/24"
 SUN_PATH_MAX = 107
 LONGEST_SOCKET = "/token-login/imap-urlauth"
 START_TIMEOUT = 15.0
+# Dovecot 2.3's built-in post-login CAPABILITY (imap-common.h); an explicit
+# `imap_capability` also silences what plugins add, so mail1's are listed too.
+CORE_CAPABILITIES = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS "
+    "THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED "
+    "I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE "
+    "SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE"
+)
 MASTER_GRACE = 1.5
 
 
@@ -206,7 +219,14 @@ def _special_use_block() -> str:
     )
 
 
-def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> str:
+def _without_uidplus(server: ImapServer) -> str:
+    """mail1's usual CAPABILITY (core, then acl and sieve plugins) minus UIDPLUS."""
+    core = [c for c in CORE_CAPABILITIES.split() if c != "UIDPLUS"]
+    plugins = [f"IMAPSIEVE=sieve://{server.host}:{server.sieve_port}", "FILTER=SIEVE", "ACL", "RIGHTS=texk"]
+    return " ".join(core + plugins)
+
+
+def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity, uidplus: bool = True) -> str:
     """The whole dovecot.conf of one instance (no include of /etc/dovecot)."""
     d = Path(server.dir)
     ssl = cfg.ssl_dir
@@ -256,6 +276,8 @@ def _render_conf(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> str:
             # imap_sieve reads /shared/imapsieve/script; without attributes every APPEND logs an error.
             "mail_attribute_dict = file:%h/Maildir/dovecot-attributes",
         ]
+        if not uidplus:
+            out.append(f"imap_capability = {_without_uidplus(server)}")
     else:
         out.append("mail_plugins =")
     out += [
@@ -404,7 +426,7 @@ def _make_run_dir(server: ImapServer) -> None:
     run.symlink_to(base)
 
 
-def _prepare(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
+def _prepare(cfg: NodeConfig, server: ImapServer, ident: _Identity, uidplus: bool = True) -> None:
     """Directories, users and config of one instance."""
     d = Path(server.dir)
     # Written by mail processes (running as the mail user): mail, public folders, shared-mailbox dict.
@@ -418,7 +440,7 @@ def _prepare(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
         for sub in mail_owned:
             os.chown(d / sub, ident.mail_uid, ident.mail_gid)
     _write_users(server, ident)
-    _write(Path(server.config), _render_conf(cfg, server, ident))
+    _write(Path(server.config), _render_conf(cfg, server, ident, uidplus))
     proc = subprocess.run([DOVECONF_BIN, "-c", server.config, "-n"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise DovecotError(f"invalid config {server.config}: {proc.stderr.strip()}")
@@ -532,7 +554,7 @@ def _wait_ports(server: ImapServer, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _start_one(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
+def _start_one(cfg: NodeConfig, server: ImapServer, ident: _Identity, uidplus: bool = True) -> None:
     if _master_pid(server) is not None:
         _wait_ports(server, START_TIMEOUT)
         return
@@ -542,7 +564,7 @@ def _start_one(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
             f"cannot start dovecot {server.name}: {server.host} port(s) {busy} already in use by another "
             "process (another node with the same port base?)"
         )
-    _prepare(cfg, server, ident)
+    _prepare(cfg, server, ident, uidplus)
     # The daemon inherits stdout/stderr: give it a file, not a pipe we would wait on forever.
     errfile = Path(server.dir) / "log" / "startup.err"
     with open(errfile, "wb") as err:
@@ -555,8 +577,11 @@ def _start_one(cfg: NodeConfig, server: ImapServer, ident: _Identity) -> None:
     _wait_ports(server, START_TIMEOUT)
 
 
-def start(cfg: NodeConfig) -> None:
-    """Start mail1 and remote (idempotent: running instances are left alone)."""
+def start(cfg: NodeConfig, *, mail1_uidplus: bool = True) -> None:
+    """Start mail1 and remote (idempotent: running instances are left alone).
+
+    ``mail1_uidplus=False``: mail1 does not announce UIDPLUS (see the module docstring).
+    """
     _check_binaries()
     ident = _identity(create=True)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -569,7 +594,7 @@ def start(cfg: NodeConfig) -> None:
         for server in _servers(cfg):
             if _master_pid(server) is None:
                 started.append(server)
-            _start_one(cfg, server, ident)
+            _start_one(cfg, server, ident, mail1_uidplus or server.name != "mail1")
     except BaseException:
         # Leave nothing half-up: a caller whose start() failed never calls stop().
         _stop_all(started)

@@ -67,13 +67,14 @@ class Pair:
         return self.cfg.remote.users[REMOTE_OF[user]]
 
 
-def start_pair(port_base: int = 24000) -> Pair:
-    """Both Dovecots of a local node in a fresh directory (no Redis, no agents)."""
+def start_pair(port_base: int = 24000, *, mail1_uidplus: bool = True) -> Pair:
+    """Both Dovecots of a local node in a fresh directory (no Redis, no agents);
+    ``mail1_uidplus=False``: mail1 does not announce UIDPLUS (``dovecot.start``)."""
     root = Path(tempfile.mkdtemp(prefix="imap-layer-test-", dir="/tmp"))
     root.chmod(0o755)  # the mail user must traverse it when run as root
     pair = Pair(NodeConfig(state_dir=root, port_base=port_base))
     try:
-        dovecot.start(pair.cfg)
+        dovecot.start(pair.cfg, mail1_uidplus=mail1_uidplus)
     except Exception:
         stop_pair(pair)
         raise
@@ -88,9 +89,9 @@ def stop_pair(pair: Pair) -> None:
 
 
 @contextmanager
-def running_pair(port_base: int = 24000) -> Iterator[Pair]:
+def running_pair(port_base: int = 24000, *, mail1_uidplus: bool = True) -> Iterator[Pair]:
     """start_pair ... stop_pair, for a fixture."""
-    started = start_pair(port_base)
+    started = start_pair(port_base, mail1_uidplus=mail1_uidplus)
     try:
         yield started
     finally:

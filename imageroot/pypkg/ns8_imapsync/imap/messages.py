@@ -5,6 +5,11 @@ a streaming APPEND that keeps line endings and memory bounded, the flag
 clean-up applied to every copy, and the content hash that identifies a message
 with neither Message-Id nor Received.  Both tools copy messages the same way,
 so a mailbox moved by one is recognised by the other.
+
+A literal drained by :func:`.wire.literal_limit` never reaches IMAPClient's
+parser: :func:`uid_fetch` reports it per UID instead.  An APPEND to a server
+without UIDPLUS stores the message without telling its UID: that is a success
+(``None``), and ``reads.new_messages`` finds the copy by identity.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import imapclient
 from imapclient import imap_utf7
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.response_parser import parse_fetch_response
+
+from .wire import RefusedLiteral, aborted_by_limit, strip_refused
 
 UID_SET_MAX = 4000  # characters of one UID set on a command line
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
@@ -91,31 +98,46 @@ def clean_flags(flags: Iterable[bytes | str]) -> tuple[str, ...]:
 
 
 def uid_fetch(
-    client: imapclient.IMAPClient, uidset: str, items: str, modifiers: str | None = None
+    client: imapclient.IMAPClient, uidset: str, items: str, modifiers: str | None = None, *,
+    refused: dict[int, RefusedLiteral] | None = None,
 ) -> dict[int, dict]:
     """``UID FETCH uidset items [modifiers]`` keyed by UID.
 
     imaplib's raw command is used because IMAPClient cannot take ``1:*`` nor a
-    compact set; unsolicited FETCH data without a UID is dropped.
+    compact set; unsolicited FETCH data without a UID is dropped.  A literal the
+    wire refused (see :mod:`.wire`) is parsed as ``None`` and, with ``refused``,
+    recorded there under its message's UID; one above the drain cap raises
+    :class:`.wire.LiteralTooLarge` (the session is closed).
     """
     args = [uidset, items] + ([modifiers] if modifiers else [])
-    typ, data = client._imap.uid("FETCH", *args)
+    try:
+        typ, data = client._imap.uid("FETCH", *args)
+    except imaplib.IMAP4.abort as exc:
+        too_large = aborted_by_limit(client)
+        if too_large is not None:
+            raise too_large from exc
+        raise
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {as_text((data or [b''])[0] or b'')}")
-    parsed = parse_fetch_response([d for d in data if d is not None], client.normalise_times, False)
+    records, refused_by_seq = strip_refused([d for d in data if d is not None])
+    parsed = parse_fetch_response(records, client.normalise_times, False)
     out: dict[int, dict] = {}
-    for item in parsed.values():
+    for seq, item in parsed.items():
         uid = item.get(b"UID")
         if isinstance(uid, int):
             out.setdefault(uid, {}).update(item)
+            if refused is not None and seq in refused_by_seq:
+                refused[uid] = refused_by_seq[seq]
     return out
 
 
-def uid_search_all(client: imapclient.IMAPClient) -> set[int]:
-    """Every UID of the selected folder; ESEARCH keeps the reply compact (one line)."""
+def uid_search(client: imapclient.IMAPClient, criteria: str) -> set[int]:
+    """UIDs of the selected folder matching ``criteria`` (raw IMAP search keys);
+    ESEARCH keeps the reply compact (one line of ranges)."""
+    imap = client._imap
     if client.has_capability("ESEARCH"):
-        typ, data = client._imap.uid("SEARCH", "RETURN", "(ALL)", "ALL")
-        lines = client._imap.untagged_responses.pop("ESEARCH", [])
+        typ, data = imap.uid("SEARCH", "RETURN", "(ALL)", criteria)
+        lines = imap.untagged_responses.pop("ESEARCH", [])
         if typ != "OK":
             raise imaplib.IMAP4.error(f"UID SEARCH failed: {data!r}")
         uids: set[int] = set()
@@ -124,6 +146,16 @@ def uid_search_all(client: imapclient.IMAPClient) -> set[int]:
             if match:
                 uids.update(parse_uid_set(match.group(1)))
         return uids
+    typ, data = imap.uid("SEARCH", criteria)
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"UID SEARCH failed: {data!r}")
+    return {int(x) for line in data if isinstance(line, bytes) for x in line.split() if x.isdigit()}
+
+
+def uid_search_all(client: imapclient.IMAPClient) -> set[int]:
+    """Every UID of the selected folder."""
+    if client.has_capability("ESEARCH"):
+        return uid_search(client, "ALL")
     return set(client.search(["ALL"]))
 
 
@@ -140,11 +172,13 @@ def append_message(
     when: datetime | None,
     size: int,
     chunks: Iterable[bytes],
-) -> int:
-    """APPEND one message sent in chunks; returns its host2 UID (APPENDUID).
+) -> int | None:
+    """APPEND one message sent in chunks; returns its new UID (APPENDUID), or None when
+    the server stored it without saying (no UIDPLUS: find it with ``reads.new_messages``).
 
     Written on imaplib's primitives (as IMAPClient's own literal code is) because
     imaplib's APPEND rewrites line endings and wants the whole message in memory.
+    Raises :class:`AppendRefused` only when the server refused the message.
     """
     imap = client._imap
     literal_plus = client.has_capability("LITERAL+")
@@ -185,9 +219,7 @@ def append_message(
     if typ != "OK":
         raise AppendRefused(as_text(text))
     match = _APPENDUID.search(text)
-    if not match:
-        raise AppendRefused("the server did not return the new UID (APPENDUID)")
-    return int(match.group(2))
+    return int(match.group(2)) if match else None
 
 
 class ContentHasher:

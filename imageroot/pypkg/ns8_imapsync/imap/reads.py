@@ -6,23 +6,57 @@ round trip) with ``BODY.PEEK`` (no ``\\Seen`` set); messages above
 ``LARGE_MESSAGE`` are read in partial FETCHes so memory stays bounded.
 ``count(what)``, when given, is called once per command sent (``fetch_meta``,
 ``fetch_body``, ``fetch_chunk``): the native engine shows what a run cost.
+
+A server is not trusted to send what it announced.  Given the sizes it
+announced (RFC822.SIZE), every read is bounded by :func:`size_bound` (the size
+plus a margin for servers whose RFC822.SIZE is an estimate, such as
+Exchange): a literal above the bound is drained by :mod:`.wire`, never held
+in memory, and the message is *refused* (left out, with a one-line reason)
+while the rest of the batch is returned.  A partial read must echo the
+offset asked (``BODY[]<offset>``) and be no longer than asked, and a message
+read in chunks stops with :class:`UnreadableMessage` at the bound: a server
+that ignores partial ranges cannot fill a spool for ever.  Nothing beyond
+the bound is ever passed to a caller's sink.
+
+A folder listing (``UID FETCH 1:* (UID FLAGS)``) is checked against the
+folder's EXISTS and, when they differ, against ``UID SEARCH ALL``: a listing
+that misses messages the server has is *incomplete*, and a caller must not
+delete anything in that folder on the strength of it.  :func:`still_listed`
+tells "expunged meanwhile" from "listed but not delivered".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import imapclient
 
+from . import wire
 from .identity import HEADER_FETCH, header_from_fetch, header_signature, parse_fields
-from .messages import ContentHasher, chunked, content_key, uid_fetch, uid_sets
+from .messages import (
+    ContentHasher,
+    chunked,
+    clean_flags,
+    content_key,
+    parse_uid_set,
+    uid_fetch,
+    uid_search,
+    uid_search_all,
+    uid_sets,
+)
 
 LARGE_MESSAGE = 8 * 1024 * 1024
 CHUNK_SIZE = 4 * 1024 * 1024
 META_BATCH = 500
 BODY_BATCH_MESSAGES = 50
 BODY_BATCH_BYTES = 16 * 1024 * 1024
+MARGIN_MIN = 64 * 1024  # bytes a message may exceed its RFC822.SIZE by, at least ...
+MARGIN_PERCENT = 10  # ... or this share of it, whichever is more
+HEADER_LIMIT = 1024 * 1024  # a Message-Id/Received header block above this is not a header
+SEARCH_BATCH = 10_000  # UIDs per UID SEARCH UID <set> (keeps a plain SEARCH reply line short)
+_PARTIAL_KEY = re.compile(rb"^BODY\[\](?:<(\d+)>)?$", re.I)
 
 
 @dataclass
@@ -48,6 +82,36 @@ class RemoteMessage:
         return self.signature or self.content_key or ""
 
 
+@dataclass
+class Listing:
+    """A folder's messages and flags, and whether the server listed all it has.
+
+    ``missing``: UIDs the server has (``UID SEARCH ALL``) whose entry (UID and
+    FLAGS) did not come, even when asked again; ``complete`` is False then, and
+    nothing may be deleted in the folder on the strength of this listing.
+    """
+
+    flags: dict[int, tuple[str, ...]]
+    complete: bool = True
+    missing: set[int] = field(default_factory=set)
+
+
+class UnreadableMessage(Exception):
+    """The server sent something other than the message it announced (a longer chunk
+    than asked, no or another origin, more than its RFC822.SIZE allows). The bytes
+    were drained or dropped, so the session can go on with the next message."""
+
+    def __init__(self, uid: int, reason: str) -> None:
+        super().__init__(f"message UID {uid}: {reason}")
+        self.uid = uid
+        self.reason = reason
+
+
+def size_bound(announced: int) -> int:
+    """The most bytes accepted for a message announced with ``announced`` bytes."""
+    return max(0, announced) + max(MARGIN_MIN, announced * MARGIN_PERCENT // 100)
+
+
 def message_id_of(header: bytes | None) -> str | None:
     """The Message-ID value (first one), unfolded, or None."""
     if not header:
@@ -60,19 +124,38 @@ def message_id_of(header: bytes | None) -> str | None:
 
 
 Count = Callable[[str], object]
+OnChunk = Callable[[int], object]
 
 
 def _nothing(_what: str) -> None:
     return None
 
 
+def _oversize(announced: int, sent: int) -> str:
+    return (f"the server announced {announced} bytes (RFC822.SIZE) but sent {sent} bytes "
+            f"(more than the {size_bound(announced)} accepted); not read")
+
+
 def fetch_meta(client: imapclient.IMAPClient, uids: Sequence[int], items: str,
-               count: Count = _nothing) -> dict[int, dict]:
+               count: Count = _nothing, *, literal_max: int | None = None,
+               refused: dict[int, str] | None = None) -> dict[int, dict]:
+    """FETCH ``items`` in batches.  With ``literal_max``, a message whose reply carries
+    a longer literal (a header block, say) is left out and put in ``refused``."""
     out: dict[int, dict] = {}
     for batch in chunked(sorted(uids), META_BATCH):
         for uidset in uid_sets(batch):
             count("fetch_meta")
-            out.update(uid_fetch(client, uidset, items))
+            if literal_max is None:
+                out.update(uid_fetch(client, uidset, items))
+                continue
+            drained: dict[int, wire.RefusedLiteral] = {}
+            with wire.literal_limit(client, literal_max):
+                got = uid_fetch(client, uidset, items, refused=drained)
+            for uid, lit in drained.items():
+                got.pop(uid, None)
+                if refused is not None:
+                    refused[uid] = f"the server sent a {lit.size}-byte literal where at most {literal_max} were expected"
+            out.update(got)
     return out
 
 
@@ -89,57 +172,151 @@ def body_batches(uids: Sequence[int], sizes: dict[int, int]) -> Iterator[list[in
         yield batch
 
 
-def fetch_bodies(client: imapclient.IMAPClient, uids: Sequence[int], count: Count = _nothing) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    for uidset in uid_sets(uids):
+def fetch_bodies(client: imapclient.IMAPClient, uids: Sequence[int], count: Count = _nothing, *,
+                 sizes: dict[int, int] | None = None,
+                 refused: dict[int, str] | None = None) -> dict[int, bytes]:
+    """Whole bodies of (small) messages, in memory.
+
+    With ``sizes`` (the announced RFC822.SIZE of each UID), each literal is limited
+    to :func:`size_bound` of its size; a message above it, or sent empty although
+    announced with bytes, or without a known size, is left out and described in
+    ``refused``.  A message simply missing from the reply is left out too: ask
+    :func:`still_listed` whether it was expunged meanwhile.
+    """
+    if sizes is None:
+        out: dict[int, bytes] = {}
+        for uidset in uid_sets(uids):
+            count("fetch_body")
+            for uid, item in uid_fetch(client, uidset, "(UID BODY.PEEK[])").items():
+                body = item.get(b"BODY[]")
+                if isinstance(body, bytes):
+                    out[uid] = body
+        return out
+    refused = refused if refused is not None else {}
+    for uid in uids:
+        if uid not in sizes:
+            refused[uid] = "the server announced no size (RFC822.SIZE) for it; not read"
+    known = [u for u in uids if u in sizes]
+    out = {}
+    for uidset in uid_sets(known):
         count("fetch_body")
-        for uid, item in uid_fetch(client, uidset, "(UID BODY.PEEK[])").items():
-            body = item.get(b"BODY[]")
-            if isinstance(body, bytes):
-                out[uid] = body
+        out.update(_bounded_bodies(client, uidset, sizes, refused))
+    return out
+
+
+def _bounded_bodies(client: imapclient.IMAPClient, uidset: str, sizes: dict[int, int],
+                    refused: dict[int, str]) -> dict[int, bytes]:
+    bounds = {u: size_bound(sizes[u]) for u in parse_uid_set(uidset.encode())}
+    drained: dict[int, wire.RefusedLiteral] = {}
+    with wire.literal_limit(client, max(bounds.values()), per_uid=bounds):
+        items = uid_fetch(client, uidset, "(UID BODY.PEEK[])", refused=drained)
+    out: dict[int, bytes] = {}
+    for uid, item in items.items():
+        if uid not in bounds:
+            continue  # unsolicited data about another message
+        body = item.get(b"BODY[]")
+        if uid in drained:
+            refused[uid] = _oversize(sizes[uid], drained[uid].size)
+        elif not isinstance(body, bytes):
+            continue
+        elif len(body) > bounds[uid]:
+            refused[uid] = _oversize(sizes[uid], len(body))
+        elif not body and sizes[uid] > 0:
+            refused[uid] = f"the server announced {sizes[uid]} bytes (RFC822.SIZE) but sent an empty body"
+        else:
+            out[uid] = body
     return out
 
 
 def read_chunks(client: imapclient.IMAPClient, uid: int, sink: Callable[[bytes], object],
-                chunk_size: int, count: Count = _nothing) -> bool:
-    """Feed a message to ``sink`` by partial FETCHes; False if it vanished meanwhile."""
+                chunk_size: int, count: Count = _nothing, *, size: int | None = None,
+                on_chunk: OnChunk | None = None) -> bool:
+    """Feed a message to ``sink`` by partial FETCHes; False if it vanished meanwhile
+    (no FETCH data for it).
+
+    Each chunk must start where asked and be at most ``chunk_size`` long (a longer
+    literal is drained, not read); with ``size`` (its RFC822.SIZE) no more than
+    :func:`size_bound` of it is ever passed to ``sink``.  Anything else raises
+    :class:`UnreadableMessage`; the session stays usable.  ``on_chunk(n)`` is
+    called after each chunk (progress inside a large message).
+    """
+    bound = size_bound(size) if size is not None else None
     offset = 0
     while True:
         count("fetch_chunk")
-        got = uid_fetch(client, str(uid), f"(UID BODY.PEEK[]<{offset}.{chunk_size}>)").get(uid)
-        if got is None:
+        part = _read_chunk(client, uid, offset, chunk_size)
+        if part is None:
             return False
-        part = next((v for k, v in got.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
-        part = part or b""
+        if bound is not None and offset + len(part) > bound:
+            raise UnreadableMessage(uid, f"the server announced {size} bytes (RFC822.SIZE) but kept sending: "
+                                         f"{offset + len(part)} bytes, more than the {bound} accepted; not read further")
+        if bound is not None and offset == 0 and not part and size:
+            raise UnreadableMessage(uid, f"the server announced {size} bytes (RFC822.SIZE) but sent an empty body")
         sink(part)
+        if on_chunk is not None:
+            on_chunk(len(part))
         offset += len(part)
         if len(part) < chunk_size:
             return True
 
 
+def _read_chunk(client: imapclient.IMAPClient, uid: int, offset: int, chunk_size: int) -> bytes | None:
+    """``BODY[]<offset.chunk_size>`` of one message, checked; None if the message is gone."""
+    drained: dict[int, wire.RefusedLiteral] = {}
+    with wire.literal_limit(client, chunk_size):
+        got = uid_fetch(client, str(uid), f"(UID BODY.PEEK[]<{offset}.{chunk_size}>)", refused=drained).get(uid)
+    if got is None:
+        return None
+    if uid in drained:
+        raise UnreadableMessage(uid, f"asked for {chunk_size} bytes at offset {offset}, the server sent "
+                                     f"{drained[uid].size} (does it ignore partial ranges?); not read")
+    found = [(m, v) for k, v in got.items() if isinstance(k, bytes) and (m := _PARTIAL_KEY.match(k))]
+    if not found:
+        raise UnreadableMessage(uid, f"the server's reply to a partial read at offset {offset} has no BODY[] data")
+    match, part = found[0]
+    if match.group(1) is None:
+        raise UnreadableMessage(uid, f"the server answered a partial read at offset {offset} with the whole "
+                                     "BODY[] (no origin): it ignores partial ranges")
+    if int(match.group(1)) != offset:
+        raise UnreadableMessage(uid, f"asked for data at offset {offset}, the server sent data from "
+                                     f"offset {int(match.group(1))}")
+    part = part or b""
+    if len(part) > chunk_size:
+        raise UnreadableMessage(uid, f"asked for {chunk_size} bytes at offset {offset}, the server sent {len(part)}")
+    return part
+
+
 def content_keys(client: imapclient.IMAPClient, sizes: dict[int, int], limits: Limits,
-                 count: Count = _nothing) -> dict[int, str]:
-    """CRLF-normalised content hashes, batched for small messages, chunked for large ones."""
+                 count: Count = _nothing, *, refused: dict[int, str] | None = None) -> dict[int, str]:
+    """CRLF-normalised content hashes, batched for small messages, chunked for large ones;
+    messages that cannot be read within their announced size are left out (``refused``)."""
+    refused = refused if refused is not None else {}
     keys: dict[int, str] = {}
     small = [u for u, s in sorted(sizes.items()) if s <= limits.large_message]
     for batch in body_batches(small, sizes):
-        for uid, body in fetch_bodies(client, batch, count).items():
+        for uid, body in fetch_bodies(client, batch, count, sizes=sizes, refused=refused).items():
             keys[uid] = content_key(body)
     for uid in sorted(u for u, s in sizes.items() if s > limits.large_message):
         hasher = ContentHasher()
-        if read_chunks(client, uid, hasher.update, limits.chunk_size, count):
-            keys[uid] = hasher.key()
+        try:
+            if read_chunks(client, uid, hasher.update, limits.chunk_size, count, size=sizes[uid]):
+                keys[uid] = hasher.key()
+        except UnreadableMessage as exc:
+            refused[uid] = exc.reason
     return keys
 
 
 def identify(client: imapclient.IMAPClient, uids: Sequence[int], limits: Limits,
-             all_content: bool = False) -> dict[int, RemoteMessage]:
+             all_content: bool = False, *, refused: dict[int, str] | None = None) -> dict[int, RemoteMessage]:
     """Identity of messages in the selected folder: header signature and size from one
     batched FETCH; a content hash only for messages with neither header (or all with
-    ``all_content``, a deep check that downloads everything)."""
+    ``all_content``, a deep check that downloads everything).  Messages the server
+    does not deliver within their announced size are left out and put in ``refused``."""
     if not uids:
         return {}
-    meta = fetch_meta(client, uids, f"(UID RFC822.SIZE {HEADER_FETCH.decode()})")
+    bad: dict[int, str] = {}
+    meta = fetch_meta(client, uids, f"(UID RFC822.SIZE {HEADER_FETCH.decode()})",
+                      literal_max=HEADER_LIMIT, refused=bad)
     out: dict[int, RemoteMessage] = {}
     need_content: dict[int, int] = {}
     for uid, item in meta.items():
@@ -149,10 +326,57 @@ def identify(client: imapclient.IMAPClient, uids: Sequence[int], limits: Limits,
             signature=header_signature(header) if header is not None else None,
             message_id=message_id_of(header),
         )
+        if header is not None and len(header) > size_bound(msg.size):
+            bad[uid] = _oversize(msg.size, len(header)) + " (in its header alone)"
+            continue
         out[uid] = msg
         if all_content or not msg.signature:
             need_content[uid] = msg.size
     if need_content:
-        for uid, key in content_keys(client, need_content, limits).items():
+        for uid, key in content_keys(client, need_content, limits, refused=bad).items():
             out[uid].content_key = key
-    return {u: m for u, m in out.items() if m.identity}
+    if refused is not None:
+        refused.update(bad)
+    return {u: m for u, m in out.items() if m.identity and u not in bad}
+
+
+def still_listed(client: imapclient.IMAPClient, uids: Sequence[int] | set[int]) -> set[int]:
+    """Which of ``uids`` the selected folder has right now (``UID SEARCH UID <set>``):
+    a message missing from a reply but still listed was not delivered, not expunged."""
+    wanted = set(uids)
+    found: set[int] = set()
+    for batch in chunked(sorted(wanted), SEARCH_BATCH):
+        for uidset in uid_sets(batch):
+            found |= uid_search(client, f"UID {uidset}")
+    return found & wanted  # "UID n:m" may answer with the folder's highest UID, even outside
+
+
+def folder_listing(client: imapclient.IMAPClient, exists: int) -> Listing:
+    """UIDs and cleaned flags of the selected folder, checked against its EXISTS.
+
+    When the number of entries differs from ``exists`` (or an entry has no FLAGS),
+    ``UID SEARCH ALL`` says which UIDs the server has; those not listed are asked
+    for once more (mail delivered meanwhile is then listed) and, still missing,
+    make the listing incomplete.
+    """
+    items = uid_fetch(client, "1:*", "(UID FLAGS)") if exists else {}
+    flags = {uid: clean_flags(item[b"FLAGS"]) for uid, item in items.items() if b"FLAGS" in item}
+    missing = set(items) - set(flags)
+    if len(items) == exists and not missing:
+        return Listing(flags)
+    missing |= uid_search_all(client) - set(items)
+    for uidset in uid_sets(missing):
+        for uid, item in uid_fetch(client, uidset, "(UID FLAGS)").items():
+            if uid in missing and b"FLAGS" in item:
+                flags[uid] = clean_flags(item[b"FLAGS"])
+                missing.discard(uid)
+    return Listing(flags, not missing, missing)
+
+
+def new_messages(client: imapclient.IMAPClient, above_uid: int, limits: Limits, *,
+                 refused: dict[int, str] | None = None) -> dict[int, RemoteMessage]:
+    """Identities of the selected folder's messages with a UID above ``above_uid``:
+    how to find what an APPEND stored on a server without UIDPLUS (take the
+    highest UID before appending)."""
+    uids = {u for u in uid_search(client, f"UID {above_uid + 1}:*") if u > above_uid}
+    return identify(client, sorted(uids), limits, refused=refused)
