@@ -7,6 +7,12 @@ Target accounts log in with the same address and password as on the source
 Mailboxes are compared whole: per folder, the multiset of (sha256 of the
 bytes, flags, INTERNALDATE), so "every message exactly once, in its folder, with
 its flags and date" is what is asserted, not a count.
+
+A server that lies (leaves messages out of a listing, sends more than it
+announced, ignores partial ranges, never returns APPENDUID) is the fault proxy
+(tests/faultproxy.py) in front of a real Dovecot; the target without UIDPLUS is
+a second pair whose mail1 does not announce it (port base
+$BULK_NO_UIDPLUS_PORT_BASE, default 21000).
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from faultproxy import FaultProxy
 from imapclient import IMAPClient
 from localnode import corpus, mailusers
 from localnode.config import ImapServer
 from localnode.dapanel import PanelServer
-from localnode.imap_pair import Pair
+from localnode.imap_pair import Pair, running_pair
 from ns8_imapsync.bulk import exitcodes
 from ns8_imapsync.bulk.store import AccountStore, encode_component, folder_components
+from ns8_imapsync.imap.reads import size_bound
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORDS = {
@@ -41,6 +51,7 @@ PASSWORDS = {
 DA_USER, DA_PASS = "admin", "da-Panel-Secret7"
 LARGE_BYTES = "100000"  # messages above this are streamed in chunks: the corpus has such messages
 OUTPUTS: list[str] = []  # everything the CLI printed, checked for secrets at the end
+NO_UIDPLUS_PORT_BASE = int(os.environ.get("BULK_NO_UIDPLUS_PORT_BASE", "21000"))
 
 
 # ---------------------------------------------------------------------------
@@ -72,6 +83,15 @@ def write_config(path: Path, server: ImapServer, emails: list[str], port: int | 
     data = {"server": {"host": server.host, "port": port or server.imap_port, "ssl": False, "starttls": True},
             "accounts": [{"email": e, "password": PASSWORDS[e]} for e in emails]}
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return path
+
+
+def write_proxy_config(path: Path, proxy: FaultProxy, emails: list[str]) -> Path:
+    """A config that reaches the server through the fault proxy, in clear text."""
+    data = {"server": {"host": proxy.host, "port": proxy.port, "ssl": False, "starttls": False},
+            "accounts": [{"email": e, "password": PASSWORDS[e]} for e in emails]}
     path.write_text(json.dumps(data))
     path.chmod(0o600)
     return path
@@ -511,6 +531,141 @@ def test_da_lazy_provisioning_only_on_authentication_failure(filled: Pair, tmp_p
         import_account(account, result, ctx(mail1.imap_port))
         assert panel.created == ["dave@remote.test"] and result.counts["appended"] == 10
     assert nonempty(mailbox(mail1, "dave@remote.test")) == nonempty(mailbox(filled.cfg.remote, "dave@remote.test"))
+
+
+# ---------------------------------------------------------------------------
+# servers that lie (through the fault proxy); these change alice's source mailbox
+# ---------------------------------------------------------------------------
+
+
+def exported_files(store: AccountStore, folder: str) -> dict[int, Path]:
+    inbox = store.folder_dir(folder, ".")
+    return {uid: inbox / f"u{uid:010d}.eml" for uid in AccountStore.exported_uids(inbox)}
+
+
+def test_export_from_a_lying_server_keeps_files_and_names_each_message(filled: Pair, tmp_path: Path) -> None:
+    remote = filled.cfg.remote
+    email = "alice@remote.test"
+    with FaultProxy(remote.host, remote.imap_port) as proxy:
+        w = tmp_path
+        write_proxy_config(w / "export.pass.config.json", proxy, [email])
+        assert run_cli(w, "--mode", "export", "--no-audit-after-export").returncode == 0
+        store = AccountStore(w / "exported", email)
+        before = exported_files(store, "INBOX")
+        for tag in ("lie-inflated", "lie-undelivered"):
+            append(remote, email, "INBOX", extra_message(tag))
+        append(remote, email, "INBOX", extra_message("lie-large") + (b"y" * 76 + b"\r\n") * 2000)
+        client = login(remote, email, PASSWORDS[email])
+        client.select_folder("INBOX", readonly=True)
+        inflated, undelivered, large = sorted(client.search(["ALL"]))[-3:]
+        client.logout()
+        hidden = min(before)
+        proxy.drop_fetch(hidden)  # left out of the listing: its files must stay
+        proxy.inflate(inflated, 300_000)
+        proxy.drop_item("BODY[]", uid=undelivered)
+        proxy.ignore_partial()  # the large message is read in chunks
+        proc = run_cli(w, "--mode", "export", "--no-audit-after-export")
+        out = proc.stdout
+        assert proc.returncode == exitcodes.CONNECTIVITY, out
+        assert f"INBOX: the server did not list 1 of its messages (UID {hidden})" in out
+        assert f"INBOX: message UID {inflated} refused: the server announced" in out
+        assert f"INBOX: message UID {undelivered} is listed by the server but was not delivered" in out
+        assert f"INBOX: message UID {large} refused:" in out and "partial" in out
+        assert "the export is incomplete" in out and "alice@remote.test: failed" in out
+        after = exported_files(store, "INBOX")
+        assert set(after) == set(before) and all(p.exists() for p in after.values())
+        assert not list(store.dir.rglob(".tmp-*"))
+        for d, _meta in store.folders():  # nothing larger than announced was ever written
+            for eml, side in AccountStore.sidecars(d):
+                assert eml.stat().st_size <= size_bound(side.rfc822_size)
+        proxy.clear()
+        proc = run_cli(w, "--mode", "export", "--no-audit-after-export")
+        assert proc.returncode == 0, proc.stdout
+        assert set(exported_files(store, "INBOX")) == set(before) | {inflated, undelivered, large}
+
+
+@pytest.fixture(scope="module")
+def no_uidplus() -> Iterator[Pair]:
+    """A second pair whose mail1 does not announce UIDPLUS; dave has mail on its remote."""
+    with running_pair(NO_UIDPLUS_PORT_BASE, mail1_uidplus=False) as started:
+        email = "dave@remote.test"
+        corpus.fill(started.cfg.remote, email, PASSWORDS[email], 15, 12, large=1, large_size=150_000)
+        mailusers.add_user(started.cfg.mail1, email, PASSWORDS[email])
+        yield started
+
+
+def test_import_into_a_target_without_uidplus_imports_each_message_once(no_uidplus: Pair, tmp_path: Path) -> None:
+    email = "dave@remote.test"
+    mail1 = no_uidplus.cfg.mail1
+    w = workdir(tmp_path, no_uidplus, [email])
+    assert run_cli(w, "--mode", "export", "--ca-file", no_uidplus.ca_file).returncode == 0
+    target = login(mail1, email, PASSWORDS[email])
+    assert not target.has_capability("UIDPLUS")
+    target.logout()
+    with FaultProxy(mail1.host, mail1.imap_port, source_host=mail1.host) as proxy:
+        proxy.strip_appenduid()  # Dovecot sends APPENDUID anyway; a real server without UIDPLUS does not
+        write_proxy_config(w / "import.pass.config.json", proxy, [email])
+        proc = run_cli(w, "--mode", "import")
+        assert proc.returncode == 0, proc.stdout
+        assert f"{email}: imported 12 message(s)" in proc.stdout
+        source = nonempty(mailbox(no_uidplus.cfg.remote, email))
+        assert nonempty(mailbox(mail1, email)) == source
+        proc = run_cli(w, "--mode", "import")
+        assert proc.returncode == 0 and f"{email}: imported 0 message(s)" in proc.stdout, proc.stdout
+        assert nonempty(mailbox(mail1, email)) == source
+        assert run_cli(w, "--mode", "validate").returncode == 0
+
+
+def test_unreadable_target_messages_block_reimport_and_fail_validation(no_uidplus: Pair, tmp_path: Path) -> None:
+    """A target message we cannot identify might be the copy of one we would append."""
+    email = "dave@remote.test"
+    mail1 = no_uidplus.cfg.mail1
+    w = workdir(tmp_path, no_uidplus, [email])
+    assert run_cli(w, "--mode", "export", "--ca-file", no_uidplus.ca_file).returncode == 0
+    with FaultProxy(mail1.host, mail1.imap_port, source_host=mail1.host) as proxy:
+        write_proxy_config(w / "import.pass.config.json", proxy, [email])
+        assert run_cli(w, "--mode", "import").returncode == 0
+        delete_one(mail1, email, "INBOX")  # the next import has one message to append ...
+        append(mail1, email, "INBOX", b"From: x@example.com\r\nSubject: keyless\r\n\r\nno identity headers\r\n")
+        client = login(mail1, email, PASSWORDS[email])
+        client.select_folder("INBOX", readonly=True)
+        keyless = max(client.search(["ALL"]))
+        count = len(client.search(["ALL"]))
+        client.logout()
+        proxy.inflate(keyless, 300_000)  # ... but the target does not deliver this one as announced
+        proc = run_cli(w, "--mode", "import")
+        assert proc.returncode == exitcodes.CONNECTIVITY, proc.stdout
+        assert f"INBOX: target message UID {keyless} unreadable" in proc.stdout
+        assert "nothing appended to this folder" in proc.stdout
+        client = login(mail1, email, PASSWORDS[email])
+        assert client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == count
+        client.logout()
+        proc = run_cli(w, "--mode", "validate", "--resync-missing")
+        assert proc.returncode == exitcodes.VALIDATION_MISMATCH, proc.stdout
+        assert f"INBOX: UNREADABLE target UID {keyless}" in proc.stdout and "re-imported" not in proc.stdout
+        proxy.clear()
+        proc = run_cli(w, "--mode", "import")
+        assert proc.returncode == 0 and f"{email}: imported 1 message(s)" in proc.stdout, proc.stdout
+
+
+def test_run_log_is_owner_only_even_when_the_file_exists(tmp_path: Path, monkeypatch) -> None:
+    from ns8_imapsync.bulk import runlog
+
+    class Frozen(datetime):  # the same file name twice
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    monkeypatch.setattr(runlog, "datetime", Frozen)
+    log = runlog.RunLog(tmp_path, "export", echo=open(os.devnull, "w"))
+    log.info("first")
+    log.close()
+    assert log.path is not None and log.path.stat().st_mode & 0o777 == 0o600
+    log.path.chmod(0o644)
+    again = runlog.RunLog(tmp_path, "export", echo=open(os.devnull, "w"))
+    again.info("second")
+    again.close()
+    assert again.path == log.path and log.path.stat().st_mode & 0o777 == 0o600
+    assert "first" in log.path.read_text() and "second" in log.path.read_text()
 
 
 # ---------------------------------------------------------------------------

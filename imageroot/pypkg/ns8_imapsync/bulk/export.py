@@ -7,6 +7,13 @@ the files of messages (and folders) gone from the source, and refreshes changed
 flags in the sidecars; a UIDVALIDITY change starts the folder over.  Bodies are
 fetched in batches (up to 50 messages / 16 MiB per round trip); messages larger
 than ``Limits.large_message`` are streamed to disk in partial FETCHes.
+
+The source is not trusted to be consistent: files are removed only on a complete
+listing (``reads.folder_listing``), never because a message was left out of it;
+every read is bounded by the size the server announced, so nothing larger is
+ever written; and a message refused for that, or listed but not delivered, is a
+problem naming its folder and UID (the account's export is then incomplete)
+while the rest of the folder is exported.
 """
 
 from __future__ import annotations
@@ -21,8 +28,19 @@ import imapclient
 
 from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, list_folders, namespace_info
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
-from ns8_imapsync.imap.messages import as_text, clean_flags, uid_fetch
-from ns8_imapsync.imap.reads import body_batches, fetch_bodies, fetch_meta, message_id_of, read_chunks
+from ns8_imapsync.imap.messages import as_text, clean_flags
+from ns8_imapsync.imap.reads import (
+    HEADER_LIMIT,
+    Listing,
+    UnreadableMessage,
+    body_batches,
+    fetch_bodies,
+    fetch_meta,
+    folder_listing,
+    message_id_of,
+    read_chunks,
+    still_listed,
+)
 
 from .config import Account
 from .context import RunContext
@@ -108,7 +126,7 @@ def export_account(account: Account, result: AccountResult, ctx: RunContext) -> 
                 AccountStore.remove_folder_files(folder_dir)
                 result.add("folders_removed")
     if result.problems:
-        raise AccountFailed(f"{len(result.problems)} folder(s) could not be exported; the export is incomplete")
+        raise AccountFailed(f"{len(result.problems)} problem(s) with folders or messages; the export is incomplete")
     meta["complete"] = True
     meta["finished"] = datetime.now(UTC).isoformat()
     store.write_account_meta(meta)
@@ -130,13 +148,43 @@ def _export_folder(client: imapclient.IMAPClient, f: Folder, delim: str, folder_
             AccountStore.remove_folder_files(folder_dir)
     folder_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     AccountStore.clean_tmp(folder_dir)
-    listing = uid_fetch(client, "1:*", "(UID FLAGS)") if exists else {}
-    remote = set(listing)
+    listing = folder_listing(client, exists)
     local = AccountStore.exported_uids(folder_dir)
-    for uid in sorted(local - remote):
+    removed = _remove_gone(folder_dir, f, listing, local, account, result, ctx)
+    _remove_stray_halves(folder_dir, local)
+    kept = _refresh_flags(folder_dir, listing, local, result)
+    ctx.progress.update(account.email, len(kept), 0, f.name)
+    on_server = set(listing.flags) | listing.missing
+    new = sorted(on_server - local)
+    if new:
+        _fetch_new(client, f, folder_dir, uidvalidity, new, account, result, ctx)
+    AccountStore.write_folder_meta(folder_dir, FolderMeta(
+        name=f.name, raw=f.raw_text, delimiter=delim, uidvalidity=uidvalidity, messages=len(on_server),
+        flags=[as_text(x) for x in f.flags]))
+    ctx.log.detail(f"{account.email}: {f.name}: {len(new)} to fetch, {len(kept)} kept, {removed} removed")
+
+
+def _remove_gone(folder_dir: Path, f: Folder, listing: Listing, local: set[int], account: Account,
+                 result: AccountResult, ctx: RunContext) -> int:
+    """Remove the files of messages gone from the source, only on a complete listing:
+    a server that did not list a message it has must not make us drop its copy."""
+    if not listing.complete:
+        shown = ", ".join(str(u) for u in sorted(listing.missing)[:10])
+        more = "..." if len(listing.missing) > 10 else ""
+        problem = (f"{f.name}: the server did not list {len(listing.missing)} of its messages (UID {shown}{more}); "
+                   "nothing was removed in this folder")
+        result.problems.append(problem)
+        ctx.log.error(f"{account.email}: {problem}")
+        return 0
+    gone = sorted(local - set(listing.flags))
+    for uid in gone:
         AccountStore.remove_message(folder_dir, uid)
         result.add("removed")
-    # stray halves (an .eml without sidecar, or the reverse) are rewritten below
+    return len(gone)
+
+
+def _remove_stray_halves(folder_dir: Path, local: set[int]) -> None:
+    """An .eml without sidecar (or the reverse) is a message not yet exported: rewritten later."""
     for path in folder_dir.iterdir():
         name = path.name
         if path.is_file() and name[:1] == "u" and name.endswith((".eml", ".json")):
@@ -146,73 +194,100 @@ def _export_folder(client: imapclient.IMAPClient, f: Folder, delim: str, folder_
                 continue
             if uid not in local:
                 path.unlink()
-    kept = sorted(local & remote)
+
+
+def _refresh_flags(folder_dir: Path, listing: Listing, local: set[int], result: AccountResult) -> list[int]:
+    """Sidecar flags of the exported messages brought to the source's; the kept UIDs."""
+    kept = sorted(local & set(listing.flags))
     refreshed = 0
     for uid in kept:
         _eml, js = message_paths(folder_dir, uid)
         side = AccountStore.read_sidecar(js)
-        flags = list(clean_flags(listing[uid].get(b"FLAGS", ())))
+        flags = list(listing.flags[uid])
         if flags != side.flags:
             side.flags = flags
             atomic_write(js, side.to_json().encode())
             refreshed += 1
     result.add("kept", len(kept))
     result.add("flags_refreshed", refreshed)
-    ctx.progress.update(account.email, len(kept), 0, f.name)
-    new = sorted(remote - local)
-    if new:
-        _fetch_new(client, f, folder_dir, uidvalidity, new, account, result, ctx)
-    AccountStore.write_folder_meta(folder_dir, FolderMeta(
-        name=f.name, raw=f.raw_text, delimiter=delim, uidvalidity=uidvalidity, messages=len(remote),
-        flags=[as_text(x) for x in f.flags]))
-    ctx.log.detail(f"{account.email}: {f.name}: {len(new)} fetched, {len(kept)} kept, "
-                   f"{len(local - remote)} removed")
+    return kept
 
 
 def _fetch_new(client: imapclient.IMAPClient, f: Folder, folder_dir: Path, uidvalidity: int,
                uids: list[int], account: Account, result: AccountResult, ctx: RunContext) -> None:
-    meta = fetch_meta(client, uids, f"(UID RFC822.SIZE INTERNALDATE FLAGS {HEADER_FETCH.decode()})")
-    sizes = {u: int(m.get(b"RFC822.SIZE", 0)) for u, m in meta.items()}
+    """Export ``uids``: small ones in batches, large ones in chunks, each bounded by its
+    announced size; what is refused or not delivered is a problem naming the message."""
+    refused: dict[int, str] = {}
+    meta = fetch_meta(client, uids, f"(UID RFC822.SIZE INTERNALDATE FLAGS {HEADER_FETCH.decode()})",
+                      literal_max=HEADER_LIMIT, refused=refused)
+    sizes = {u: int(m[b"RFC822.SIZE"]) for u, m in meta.items() if m.get(b"RFC822.SIZE") is not None}
+    absent = [u for u in uids if u not in meta and u not in refused]
     present = [u for u in uids if u in meta]
     large = ctx.limits.large_message
-    small = [u for u in present if sizes[u] <= large]
-    for batch in body_batches(small, sizes):
+    for batch in body_batches([u for u in present if sizes.get(u, 0) <= large], sizes):
         if ctx.stop.is_set():
             raise Stopped()
-        bodies = fetch_bodies(client, batch)
+        bodies = fetch_bodies(client, batch, sizes=sizes, refused=refused)
         done_bytes = 0
         for uid in batch:
             body = bodies.get(uid)
             if body is None:
-                ctx.log.detail(f"{account.email}: {f.name}/{uid} vanished during the export")
+                if uid not in refused:
+                    absent.append(uid)
                 continue
             _write_message(folder_dir, uid, uidvalidity, f.name, meta[uid], [body], result)
             done_bytes += len(body)
         ctx.progress.update(account.email, len(batch), done_bytes, f.name)
-    for uid in (u for u in present if sizes[u] > large):
+    for uid in (u for u in present if sizes.get(u, 0) > large):
         if ctx.stop.is_set():
             raise Stopped()
-        written = _write_large(client, folder_dir, uid, uidvalidity, f.name, meta[uid], result, ctx)
-        ctx.progress.update(account.email, 1, written, f.name)
+        written = _write_large(client, folder_dir, uid, uidvalidity, f.name, meta[uid], result, ctx,
+                               refused, account)
+        if not written and uid not in refused:
+            absent.append(uid)
+        ctx.progress.update(account.email, 1, 0, f.name)
+    _report_unexported(client, f, refused, absent, account, result, ctx)
+
+
+def _report_unexported(client: imapclient.IMAPClient, f: Folder, refused: dict[int, str], absent: list[int],
+                       account: Account, result: AccountResult, ctx: RunContext) -> None:
+    """Refused messages and messages the server lists but did not deliver are problems
+    (the export is incomplete); messages expunged meanwhile are only noted."""
+    listed = still_listed(client, absent) if absent else set()
+    problems = [(uid, f"refused: {reason}") for uid, reason in refused.items()]
+    problems += [(uid, "is listed by the server but was not delivered") for uid in absent if uid in listed]
+    for uid, text in sorted(problems):
+        result.problems.append(f"{f.name}: message UID {uid} {text}")
+        result.add("unexported")
+        ctx.log.error(f"{account.email}: {f.name}: message UID {uid} {text}")
+    for uid in sorted(set(absent) - listed):
+        ctx.log.detail(f"{account.email}: {f.name}/{uid} vanished during the export")
 
 
 def _write_large(client: imapclient.IMAPClient, folder_dir: Path, uid: int, uidvalidity: int, name: str,
-                 item: dict, result: AccountResult, ctx: RunContext) -> int:
+                 item: dict, result: AccountResult, ctx: RunContext, refused: dict[int, str],
+                 account: Account) -> bool:
+    """Stream one large message to its file; False (nothing kept) if it could not be read."""
     eml, _js = message_paths(folder_dir, uid)
     tmp = folder_dir / f"{TMP_PREFIX}{eml.name}"
     digest = MessageDigest()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        def sink(data: bytes) -> None:
-            out.write(data)
-            digest.update(data)
-        ok = read_chunks(client, uid, sink, ctx.limits.chunk_size)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            def sink(data: bytes) -> None:
+                out.write(data)
+                digest.update(data)
+            ok = read_chunks(client, uid, sink, ctx.limits.chunk_size, size=int(item[b"RFC822.SIZE"]),
+                             on_chunk=lambda n: ctx.progress.update(account.email, 0, n, name))
+    except UnreadableMessage as exc:
+        refused[uid] = exc.reason
+        ok = False
     if not ok:
         tmp.unlink(missing_ok=True)
-        return 0
+        return False
     os.replace(tmp, eml)
     _write_sidecar(folder_dir, uid, uidvalidity, name, item, digest, result)
-    return digest.size
+    return True
 
 
 def _write_message(folder_dir: Path, uid: int, uidvalidity: int, name: str, item: dict,

@@ -10,7 +10,11 @@ duplicate, and mail delivered to the target meanwhile is left alone.
 
 Folders are created with the target's delimiter and namespace prefix
 (``imap.folders.map_name``); messages keep their flags (minus ``\\Recent``) and
-INTERNALDATE.  Large messages are streamed from disk.
+INTERNALDATE.  Large messages are streamed from disk.  Nothing here needs the
+UID of a copy, so a target without UIDPLUS (no APPENDUID) is fine: a stored
+message counts as appended.  A target folder holding a message the server
+does not deliver within its announced size cannot be matched, so nothing is
+appended to it (that would risk a duplicate) and the account fails.
 """
 
 from __future__ import annotations
@@ -130,8 +134,9 @@ def match(local: Sequence[tuple[Path, Sidecar]], present: dict[int, RemoteMessag
 
 
 def target_state(client: imapclient.IMAPClient, target: str, limits: Limits, readonly: bool = False,
-                 deep: bool = False) -> dict[int, RemoteMessage] | None:
-    """Identities of the target folder's messages (it stays selected); None if it does not exist."""
+                 deep: bool = False, *, refused: dict[int, str] | None = None) -> dict[int, RemoteMessage] | None:
+    """Identities of the target folder's messages (it stays selected); None if it does not exist.
+    Messages the server does not deliver within their announced size are left out (``refused``)."""
     try:
         info = client.select_folder(target, readonly=readonly)
     except imaplib.IMAP4.abort:
@@ -139,7 +144,7 @@ def target_state(client: imapclient.IMAPClient, target: str, limits: Limits, rea
     except imaplib.IMAP4.error:
         return None
     uids = uid_search_all(client) if int(info.get(b"EXISTS", 0)) else set()
-    return identify(client, sorted(uids), limits, all_content=deep)
+    return identify(client, sorted(uids), limits, all_content=deep, refused=refused)
 
 
 def append_all(client: imapclient.IMAPClient, target: str, items: Sequence[tuple[Path, Sidecar]],
@@ -220,9 +225,13 @@ def import_account(account: Account, result: AccountResult, ctx: ImportContext) 
         for target, items in by_target.items():
             if ctx.stop.is_set():
                 raise Stopped()
-            present = target_state(client, target, ctx.limits)
+            unreadable: dict[int, str] = {}
+            present = target_state(client, target, ctx.limits, refused=unreadable)
             if present is None:
                 raise AccountFailed(f"folder {target} cannot be selected on the target")
+            if unreadable:
+                _skip_folder(target, unreadable, account, result, ctx)
+                continue
             missing, _extra = match(items, present, lambda s: s.identity, lambda m: m.identity)
             already = len(items) - len(missing)
             result.add("already_there", already)
@@ -237,3 +246,16 @@ def import_account(account: Account, result: AccountResult, ctx: ImportContext) 
                  + (f", {result.counts['append_refused']} REFUSED" if result.counts.get("append_refused") else ""))
     if result.counts.get("append_refused"):
         raise AccountFailed(f"{result.counts['append_refused']} message(s) could not be imported")
+    if result.counts.get("folders_skipped"):
+        raise AccountFailed(f"{result.counts['folders_skipped']} target folder(s) hold unreadable messages; "
+                            "nothing was appended to them")
+
+
+def _skip_folder(target: str, unreadable: dict[int, str], account: Account, result: AccountResult,
+                 ctx: ImportContext) -> None:
+    """A target message we cannot identify might be a copy of one we would append."""
+    for uid, reason in sorted(unreadable.items()):
+        result.problems.append(f"{target}: target message UID {uid} unreadable: {reason}")
+        ctx.log.error(f"{account.email}: {target}: target message UID {uid} unreadable: {reason}")
+    ctx.log.error(f"{account.email}: {target}: nothing appended to this folder (it could create duplicates)")
+    result.add("folders_skipped")

@@ -2,7 +2,8 @@
 terminal, with every known secret masked on the way out.
 
 Passwords never should reach a log line; masking is the second line of defence
-(a server echoing a password in an error text, say).
+(a server echoing a password in an error text, say).  The file names accounts,
+folders and server replies, so it is the owner's only (mode 0600).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class RunLog:
             log_dir.mkdir(parents=True, exist_ok=True)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             path = log_dir / f"{mode}-{stamp}-{os.getpid()}.log"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
             self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
             self.path = path
 

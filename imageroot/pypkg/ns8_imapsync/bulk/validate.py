@@ -7,6 +7,8 @@ compared too.  Matching is a multiset per target folder, so a missing copy of a
 duplicated message is found.  Missing and extra messages are listed with
 Message-ID, size and UID; any mismatch makes the exit code 5.
 ``--resync-missing`` appends exactly the missing messages and checks again.
+A target message the server does not deliver within its announced size is a
+mismatch too (UNREADABLE), and nothing is re-imported into its folder.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ def _keys(deep: bool):
 
 def validate_account(account: Account, result, ctx: ValidateContext) -> None:
     store_meta, folders = load_export(AccountStore(ctx.root, account.email))
-    key_local, key_remote = _keys(ctx.deep)
     ctx.progress.total(account.email, sum(len(lf.messages) for lf in folders))
 
     def work(client: imapclient.IMAPClient) -> None:
@@ -61,29 +62,7 @@ def validate_account(account: Account, result, ctx: ValidateContext) -> None:
         for target, items in sorted(by_target.items()):
             if ctx.stop.is_set():
                 raise Stopped()
-            missing, extra = _compare(client, target, items, key_local, key_remote, ctx, readonly=True)
-            if missing and ctx.resync_missing:
-                try:
-                    client.select_folder(target)
-                except imaplib.IMAP4.abort:
-                    raise
-                except imaplib.IMAP4.error:
-                    client.create_folder(target)
-                    client.select_folder(target)
-                n = append_all(client, target, missing, account, result, ctx)
-                ctx.log.info(f"{account.email}: {target}: re-imported {n} missing message(s)")
-                result.add("resynced", n)
-                missing, extra = _compare(client, target, items, key_local, key_remote, ctx, readonly=True)
-            result.add("checked", len(items))
-            ctx.progress.update(account.email, len(items), 0, target)
-            for _eml, side in missing:
-                result.add("missing")
-                result.problems.append(f"{target}: MISSING exported u{side.uid} Message-ID {side.message_id or '-'} "
-                                       f"size {side.rfc822_size}")
-            for m in extra:
-                result.add("extra")
-                result.problems.append(f"{target}: EXTRA target UID {m.uid} Message-ID {m.message_id or '-'} "
-                                       f"size {m.size}")
+            _validate_folder(client, target, items, account, result, ctx)
         # target folders that hold mail but stand for no exported folder
         mapped = set(by_target) | {"INBOX"}
         for f in list_folders(client):
@@ -97,9 +76,10 @@ def validate_account(account: Account, result, ctx: ValidateContext) -> None:
 
     with_target_session(account, ctx, work)
     missing, extra = result.counts.get("missing", 0), result.counts.get("extra", 0)
-    if missing or extra:
+    unreadable = result.counts.get("unreadable", 0)
+    if missing or extra or unreadable:
         result.status, result.exit_code = "failed", exitcodes.VALIDATION_MISMATCH
-        result.error = f"{missing} missing, {extra} extra"
+        result.error = f"{missing} missing, {extra} extra" + (f", {unreadable} unreadable" if unreadable else "")
         for line in result.problems[:100]:
             ctx.log.error(f"{account.email}: {line}")
         for line in result.problems[100:]:
@@ -110,8 +90,46 @@ def validate_account(account: Account, result, ctx: ValidateContext) -> None:
                      + (f" ({result.counts['resynced']} re-imported)" if result.counts.get("resynced") else ""))
 
 
-def _compare(client, target, items, key_local, key_remote, ctx, readonly: bool):
-    present = target_state(client, target, ctx.limits, readonly=readonly, deep=ctx.deep)
+def _validate_folder(client: imapclient.IMAPClient, target: str, items: list[tuple[Path, Sidecar]],
+                     account: Account, result, ctx: ValidateContext) -> None:
+    """Compare one target folder with the export (and re-import what is missing, when asked).
+
+    A target message the server does not deliver within its announced size cannot be
+    identified: it is reported, and nothing is re-imported into that folder (it might
+    be the copy of a "missing" one)."""
+    key_local, key_remote = _keys(ctx.deep)
+    missing, extra, unreadable = _compare(client, target, items, key_local, key_remote, ctx)
+    if missing and ctx.resync_missing and not unreadable:
+        try:
+            client.select_folder(target)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            client.create_folder(target)
+            client.select_folder(target)
+        n = append_all(client, target, missing, account, result, ctx)
+        ctx.log.info(f"{account.email}: {target}: re-imported {n} missing message(s)")
+        result.add("resynced", n)
+        missing, extra, unreadable = _compare(client, target, items, key_local, key_remote, ctx)
+    result.add("checked", len(items))
+    ctx.progress.update(account.email, len(items), 0, target)
+    for _eml, side in missing:
+        result.add("missing")
+        result.problems.append(f"{target}: MISSING exported u{side.uid} Message-ID {side.message_id or '-'} "
+                               f"size {side.rfc822_size}")
+    for m in extra:
+        result.add("extra")
+        result.problems.append(f"{target}: EXTRA target UID {m.uid} Message-ID {m.message_id or '-'} "
+                               f"size {m.size}")
+    for uid, reason in sorted(unreadable.items()):
+        result.add("unreadable")
+        result.problems.append(f"{target}: UNREADABLE target UID {uid}: {reason}")
+
+
+def _compare(client, target, items, key_local, key_remote, ctx):
+    unreadable: dict[int, str] = {}
+    present = target_state(client, target, ctx.limits, readonly=True, deep=ctx.deep, refused=unreadable)
     if present is None:
-        return list(items), []
-    return match(items, present, key_local, key_remote)
+        return list(items), [], {}
+    missing, extra = match(items, present, key_local, key_remote)
+    return missing, extra, unreadable
