@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from localnode import corpus, dovecot, redisd
 from localnode.config import NodeConfig
+from ns8_imapsync.statedir import StateDir
+from ns8_imapsync.sync.plan import SyncPlan
+from ns8_imapsync.task import Task, format_env
 from taskdata import REMOTE_USER, task_input, wait_idle
 
 
@@ -126,6 +129,7 @@ def test_hostile_names_are_refused_by_the_schema(cli, localnode, clean, field, v
     ("remotepassword", "x" * 10240, 10),
     ("exclude", "x" * 10240, 10),
     ("exclude", "(unclosed", 3),
+    ("exclude", "^Junk$,(a+)+$", 3),  # backtracks for ever on a long folder name
     ("cron", "2d", 10),
     ("cron", "* * * * * root /bin/sh", 10),
     ("remoteport", "143", 10),
@@ -139,6 +143,45 @@ def test_bad_values_name_the_field(cli, localnode, clean, field, value, code) ->
     proc = cli.api("module/imapsync1/create-task", task_input(localnode, **over))
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert field in {e["parameter"] for e in json.loads(proc.stdout)}
+    assert files_of(localnode) == {}
+
+
+def local_folders(localnode: NodeConfig, user: str) -> set[str]:
+    proc = dovecot.doveadm(localnode.mail1, "mailbox", "list", "-u", user)
+    return set(proc.stdout.decode().split("\n")) - {""}
+
+
+def test_exclude_with_commas_in_patterns_round_trips_and_excludes(cli, localnode, clean) -> None:
+    """`{4,}` keeps its comma: list-tasks gives the same list back, the run's plan has
+    the pattern whole, and the folder it names is not synced (split at the comma,
+    `^Archive\\.[0-9]{4` would match nothing and the folder would be copied)."""
+    remote = localnode.remote
+    created = ["Archive.2024", "Archive.old"]
+    dovecot.doveadm(remote, "mailbox", "create", "-u", REMOTE_USER, *created)
+    exclude = r"^Archive\.[0-9]{4,}$,(Junk|Spam\,Ham),[,;]x"
+    try:
+        data = task_input(localnode, foldersynchronization="exclusion", exclude=exclude)
+        cli.api_ok("module/imapsync1/create-task", data)
+        (item,) = cli.api_ok("module/imapsync1/list-tasks")["user_properties"]
+        assert item["exclude"] == exclude
+        state = StateDir(localnode.module_state_dir("imapsync1") / "imapsync")
+        plan = SyncPlan.from_task(state.load("u2", "t0001"), state.tasks_dir, localnode.mail1.host, 143)
+        assert plan.exclude == [r"^Archive\.[0-9]{4,}$", r"(Junk|Spam\,Ham)", "[,;]x"]
+        assert wait_idle(cli, "t0001")["last_sync_state"] == "succeeded"
+        folders = local_folders(localnode, "u2")
+        assert "Archive/old" in folders and "Archive/2024" not in folders, folders
+    finally:
+        dovecot.doveadm(remote, "mailbox", "delete", "-u", REMOTE_USER, *created, check=False)
+        dovecot.doveadm(localnode.mail1, "mailbox", "delete", "-u", "u2", "-s", "Archive/old", "Archive",
+                        check=False)
+
+
+def test_backtracking_exclude_is_refused_naming_the_field(cli, localnode, clean) -> None:
+    proc = cli.api("module/imapsync1/create-task", task_input(
+        localnode, foldersynchronization="exclusion", exclude=r"^Junk$,^(\w+\s?)+$"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout) == [{"field": "exclude", "parameter": "exclude", "value": r"^(\w+\s?)+$",
+                                        "error": "exclude_backtracks_catastrophically"}]
     assert files_of(localnode) == {}
 
 
@@ -157,15 +200,22 @@ def test_unknown_and_missing_fields(cli, localnode, clean) -> None:
 def test_get_log(cli, localnode, clean) -> None:
     assert cli.api_ok("module/imapsync1/get-log", {"localuser": "u2", "task_id": "nolog1"}) == \
         {"log_content": "", "truncated": False}
-    log = localnode.module_state_dir("imapsync1") / "imapsync" / "u2_biglog.log"
+    tasks_dir = localnode.module_state_dir("imapsync1") / "imapsync"
+    log = tasks_dir / "u2_biglog.log"
     lines = [f"line {i:06d} " + "x" * 90 for i in range(2000)]  # ~200 KB
     log.write_text("\n".join(lines) + "\n")
+    env = tasks_dir / "u2_biglog.env"
     try:
+        # a log no task file owns is nobody's to read
+        assert cli.api_ok("module/imapsync1/get-log", {"localuser": "u2", "task_id": "biglog"}) == \
+            {"log_content": "", "truncated": False}
+        env.write_text(format_env(Task("u2", "biglog", "127.0.0.3", 143, "x@remote.test").to_env()))
         out = cli.api_ok("module/imapsync1/get-log", {"localuser": "u2", "task_id": "biglog"})
         assert out["truncated"] is True and len(out["log_content"]) <= 102400
         assert out["log_content"].startswith("line ") and out["log_content"].endswith("line 001999 " + "x" * 90 + "\n")
     finally:
         log.unlink()
+        env.unlink(missing_ok=True)
     for bad in ({"localuser": "u2", "task_id": "../../environment"}, {"localuser": "U2;x", "task_id": "abc123"}):
         proc = cli.api("module/imapsync1/get-log", bad)
         assert proc.returncode == 10 and "Validation errors" in proc.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from localnode.config import NodeConfig
+from ns8_imapsync.statedir import StateDir
 
 HEADER = "localusername,remoteusername,remotepassword,remotehostname,remoteport,security"
 CAROL = "carol@remote.test"  # her password holds quotes, spaces, commas, `;`, `$` and a backslash
@@ -235,6 +236,49 @@ def test_rerun_skips_update_keeps_id_refused_update_keeps_old(cli, localnode, cl
     assert len(tasks(cli)) == 1
 
 
+def test_exclude_column_keeps_commas_inside_patterns(cli, localnode, clean, tmp_path) -> None:
+    body = (f"{HEADER},foldersynchronization,exclude\n"
+            f"{row(localnode, 'u1', 'alice@remote.test')},exclusion,\"^Archive\\.[0-9]{{4,}}$,(Junk|Spam),[,;]\"\n")
+    proc = run_import(cli, localnode, body, "--no-start", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout
+    (task,) = tasks(cli)
+    assert task["exclude"] == r"^Archive\.[0-9]{4,}$,(Junk|Spam),[,;]"
+    env = (state_dir(localnode) / "imapsync" / f"u1_{task['task_id']}.env").read_text()
+    assert "EXCLUDE=^Archive\\.[0-9]{4,}$,(Junk|Spam),[,;]\n" in env
+    stored = StateDir(state_dir(localnode) / "imapsync").load("u1", task["task_id"])
+    assert stored.exclude == [r"^Archive\.[0-9]{4,}$", "(Junk|Spam)", "[,;]"]  # what a run matches
+
+
+REFERENCE_ENV = ("TASK_ID={id}\nLOCALUSER={user}\nREMOTEUSERNAME=alice@remote.test\nREMOTEHOSTNAME={host}\n"
+                 "REMOTEPORT={port}\nSECURITY=--tls1\nDELETE_LOCAL=\nEXCLUDE=\nDELETE_REMOTE=\nCRON=\n")
+
+
+def test_update_reaches_a_reference_task_and_never_a_misnamed_copy(cli, localnode, clean, tmp_path) -> None:
+    """A reference-module task (`_` in its id) is updated in place; a copy of a
+    task file under another name is nobody's task: the update must neither
+    follow it to the files of the task it names nor create them."""
+    r = localnode.remote
+    d = state_dir(localnode) / "imapsync"
+    (d / "u1_ab_cd12.env").write_text(REFERENCE_ENV.format(id="ab_cd12", user="u1", host=r.host, port=r.imap_port))
+    (d / "u1_ab_cd12.pwd").write_text(r.users["alice@remote.test"] + "\n")
+    copy = d / "u3_copy01.env"
+    copy.write_text(REFERENCE_ENV.format(id="zz9999", user="u3", host=r.host, port=r.imap_port))
+    before = copy.read_bytes()
+    try:
+        body = "\n".join([HEADER, row(localnode, "u1", "alice@remote.test", port=r.imaps_port, security="ssl"),
+                          row(localnode, "u3", "alice@remote.test")]) + "\n"
+        proc = run_import(cli, localnode, body, "--update", "--no-start", tmp_path=tmp_path)
+        assert proc.returncode == 0, proc.stdout
+        assert "1 created, 1 updated" in proc.stdout
+        by_user = {t["localuser"]: t for t in tasks(cli)}
+        assert (by_user["u1"]["task_id"], by_user["u1"]["remoteport"]) == ("ab_cd12", str(r.imaps_port))
+        assert "TASK_ID=ab_cd12\n" in (d / "u1_ab_cd12.env").read_text()
+        assert by_user["u3"]["task_id"] != "zz9999" and not list(d.glob("u3_zz9999*"))
+        assert copy.read_bytes() == before
+    finally:
+        copy.unlink()
+
+
 def test_repeated_row_is_imported_once(cli, localnode, clean, tmp_path) -> None:
     line = row(localnode, "u1", "bob@remote.test")
     recased = line.replace("u1,bob@remote.test", "U1,BOB@Remote.Test")
@@ -368,6 +412,8 @@ def _malformed(localnode: NodeConfig) -> dict[str, tuple[bytes, str]]:
         "disabled local user": (f"{HEADER}\n{row(localnode, 'u4', 'alice@remote.test')}\n".encode(),
                                 "row 2: Error: local user 'u4' is not an enabled mailbox"),
         "bad cron": (f"{HEADER},cron\n{ok},5x\n".encode(), "row 2: Error: Invalid cron"),
+        "backtracking exclude": (f"{HEADER},foldersynchronization,exclude\n{ok},exclusion,\"^Junk$,(a+)+$\"\n".encode(),
+                                 "row 2: Error: Invalid exclude: exclude_backtracks_catastrophically"),
         "delete pair": (f"{HEADER},delete_local,delete_remote\n{ok},true,true\n".encode(),
                         "row 2: Error: Invalid delete_local: delete_local_and_delete_remote_are_exclusive"),
         "bad local user name": (f"{HEADER}\n{row(localnode, 'John Doe', 'alice@remote.test')}\n".encode(),
@@ -382,7 +428,7 @@ def _malformed(localnode: NodeConfig) -> dict[str, tuple[bytes, str]]:
 MALFORMED = ["missing column", "non-numeric port", "port out of range", "missing value", "bad security",
              "unquoted comma", "bad quoting", "unclosed quote", "binary garbage", "not utf-8", "utf-16",
              "10 MB line", "unknown column", "empty input", "header only", "semicolon in data only",
-             "disabled local user", "bad cron", "delete pair", "bad local user name", "bad hostname",
+             "disabled local user", "bad cron", "backtracking exclude", "delete pair", "bad local user name", "bad hostname",
              "line break in password"]
 
 

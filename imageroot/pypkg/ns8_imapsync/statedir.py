@@ -12,6 +12,14 @@ Layout (relative to the state dir on the host; the container sees the
 Every write is atomic (temp file + rename); directories are 0700. Names are
 built only from a validated `Task` (or validated localuser/task_id), never
 from raw input, so no path can leave these directories.
+
+A name belongs to the (LOCALUSER, TASK_ID) its `.env` holds, and to nobody
+else: a request for (`a_b`, `c`) must not read, start, overwrite or delete
+the files of a reference-module task (`a`, `b_c`), although both are named
+`a_b_c`. New ids have no `_` (task.TASK_ID_RE), so two new tasks never
+share a name; an id with `_` is accepted only for the existing task file
+that holds exactly it (`resolve`), and every load, save and delete checks
+the owner first (`owner`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ns8_imapsync import files
-from ns8_imapsync.task import LOCALUSER_RE, TASK_ID_RE, Task, TaskError, format_env, parse_env
+from ns8_imapsync.task import (
+    LEGACY_TASK_ID_RE,
+    LOCALUSER_RE,
+    TASK_ID_RE,
+    Task,
+    TaskError,
+    format_env,
+    parse_env,
+)
 
 # every file a task owns: definition, run records (runstate), engine state
 SUFFIXES = (".env", ".pwd", ".log", ".lock", ".status.json", ".progress.json", ".history.jsonl",
@@ -31,9 +47,11 @@ NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}_[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def task_name(localuser: str, task_id: str) -> str:
+    """The file base name of (localuser, task_id): the shape only (legacy
+    ids too); whether a request may use it is `StateDir.resolve`'s."""
     if not LOCALUSER_RE.match(localuser):
         raise TaskError("localuser", "localuser_is_not_valid", localuser)
-    if not TASK_ID_RE.match(task_id):
+    if not LEGACY_TASK_ID_RE.match(task_id):
         raise TaskError("task_id", "task_id_is_not_valid", task_id)
     return f"{localuser}_{task_id}"
 
@@ -72,16 +90,49 @@ class StateDir:
     def master_password_path(self) -> Path:
         return self.tasks_dir / "vmail.pwd"
 
-    # ---- tasks ---------------------------------------------------------------
-    def load(self, localuser: str, task_id: str) -> Task | None:
-        p = self.path(task_name(localuser, task_id), ".env")
+    # ---- who a name belongs to ------------------------------------------------
+    def owner(self, name: str) -> tuple[str, str] | None:
+        """(LOCALUSER, TASK_ID) of the task file `name`, None when there is
+        none; ("", "") when it names nobody readable (it still is not free)."""
         try:
-            return Task.from_env(parse_env(p.read_text()))
+            env = parse_env(self.path(name, ".env").read_text(errors="replace"))
         except FileNotFoundError:
             return None
+        return env.get("LOCALUSER", ""), env.get("TASK_ID", "")
+
+    def resolve(self, localuser: str, task_id: str) -> str:
+        """The name of the task a request names. A new-style id is always
+        fine; an id with `_` only when the task file of that name holds
+        exactly this LOCALUSER and TASK_ID (a reference-module task), else
+        TaskError `task_id_is_not_valid`."""
+        name = task_name(localuser, task_id)
+        if not TASK_ID_RE.match(task_id) and self.owner(name) != (localuser, task_id):
+            raise TaskError("task_id", "task_id_is_not_valid", task_id)
+        return name
+
+    def check_free(self, localuser: str, task_id: str) -> str:
+        """The name of (localuser, task_id), refused (TaskError
+        `task_id_is_already_used`) when its files belong to another task."""
+        name = self.resolve(localuser, task_id)
+        if self.owner(name) not in (None, (localuser, task_id)):
+            raise TaskError("task_id", "task_id_is_already_used", task_id)
+        return name
+
+    # ---- tasks ---------------------------------------------------------------
+    def load(self, localuser: str, task_id: str) -> Task | None:
+        """The task (localuser, task_id); None when missing or when the file
+        of its name belongs to another task."""
+        p = self.path(task_name(localuser, task_id), ".env")
+        try:
+            task = Task.from_env(parse_env(p.read_text()))
+        except FileNotFoundError:
+            return None
+        return task if (task.localuser, task.task_id) == (localuser, task_id) else None
 
     def load_name(self, name: str) -> Task | None:
-        """The task `<localuser>_<task_id>` (how syncctl and cron name it)."""
+        """The task `<localuser>_<task_id>` (how syncctl and cron name it);
+        None when missing or when the file's LOCALUSER and TASK_ID do not
+        make this name (a copied or renamed file is nobody's task)."""
         if not NAME_RE.match(name):
             raise TaskError("task", "task_name_is_not_valid", name)
         try:
@@ -92,15 +143,19 @@ class StateDir:
 
     def tasks(self) -> list[Task]:
         """Every readable task, sorted by name; an unreadable file is skipped
-        (it must not hide the other tasks from the administrator)."""
+        (it must not hide the other tasks from the administrator), and so is
+        a file whose values name another task: acting on it would touch that
+        task's files."""
         found = []
         if not self.tasks_dir.is_dir():
             return found
         for p in sorted(self.tasks_dir.glob("*.env")):
             try:
-                found.append(Task.from_env(parse_env(p.read_text())))
+                task = Task.from_env(parse_env(p.read_text()))
             except (KeyError, ValueError, OSError):
                 continue
+            if p.name == f"{task.name}.env":
+                found.append(task)
         return found
 
     def has_password(self, task: Task) -> bool:
@@ -116,14 +171,22 @@ class StateDir:
         return Snapshot(contents)
 
     def save(self, task: Task, password: str | None) -> None:
-        """Write the task; `password=None` keeps the stored one."""
+        """Write the task; `password=None` keeps the stored one. Files of
+        another task with the same name are never overwritten (TaskError)."""
+        if self.owner(task.name) not in (None, (task.localuser, task.task_id)):
+            raise TaskError("task_id", "task_id_is_already_used", task.task_id)
         self.ensure()
         if password is not None:
             files.write_atomic(self.path(task.name, ".pwd"), password + "\n", 0o600)
         files.write_atomic(self.path(task.name, ".env"), format_env(task.to_env()), 0o600)
 
     def delete(self, localuser: str, task_id: str) -> bool:
+        """Remove every file of the task (True if it existed). Files of
+        another task with the same name are left alone: TaskError
+        `task_not_found`, nothing deleted."""
         name = task_name(localuser, task_id)
+        if self.owner(name) not in (None, (localuser, task_id)):
+            raise TaskError("task_id", "task_not_found", task_id)
         existed = self.path(name, ".env").exists()
         for suffix in SUFFIXES:
             self.path(name, suffix).unlink(missing_ok=True)

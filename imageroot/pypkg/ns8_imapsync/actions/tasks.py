@@ -5,6 +5,11 @@ written, the login is checked inside the sync container (where IMAP code
 lives), and on refusal the previous files are put back byte for byte.
 Runs are started and stopped through `syncctl` in the container; whether a
 run is alive is read from its lock (runstate), never from a pid file.
+
+Every action names a task by (localuser, task_id) and acts only on files
+that belong to exactly that pair (statedir: `resolve`, `owner`): a request
+whose name is another task's changes nothing and is told `task_not_found`
+(or, for create-task, `task_id_is_already_used`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import sys
 
 from ns8_imapsync import container, ns8, runstate, schedule
-from ns8_imapsync.statedir import StateDir, task_name
+from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import Task, TaskError
 
 LOG_TAIL = 100 * 1024
@@ -33,13 +38,23 @@ def _task_error(exc: TaskError) -> None:
     )
 
 
-def _name(request: dict) -> str:
-    """`<localuser>_<task_id>`, or a validation failure naming the bad field."""
+def _name(request: dict, state: StateDir | None = None) -> str:
+    """`<localuser>_<task_id>`, or a validation failure naming the bad field
+    (an id with `_` is valid only for the reference-module task holding it)."""
     try:
-        return task_name(request["localuser"], request["task_id"])
+        return (state or StateDir()).resolve(request["localuser"], request["task_id"])
     except TaskError as exc:
         _task_error(exc)
         raise  # not reached: _task_error exits
+
+
+def _exists(request: dict, state: StateDir, name: str) -> bool:
+    """Whether the requested task has a task file; a validation failure
+    `task_not_found` when the file of its name is another task's."""
+    owner = state.owner(name)
+    if owner is not None and owner != (request["localuser"], request["task_id"]):
+        _task_error(TaskError("task_id", "task_not_found", request["task_id"]))
+    return owner is not None
 
 
 def _create_task_error(error: str, exit_code: int) -> None:
@@ -49,8 +64,10 @@ def _create_task_error(error: str, exit_code: int) -> None:
 
 def check_request(request: dict, state: StateDir) -> Task:
     """create-task's rules on a schema-valid input (shared with import-csv-tasks):
-    the task's values, the delete pair, a password for a new task. Raises TaskError."""
+    the task's values, an id no other task's files have, the delete pair, a
+    password for a new task. Raises TaskError."""
     task = Task.from_request(request)
+    state.check_free(task.localuser, task.task_id)
     if task.delete_local and task.delete_remote:
         # once a remote message is deleted, the next delete_local pass would
         # remove its only copy: both engines refuse the pair, so refuse it here
@@ -86,8 +103,13 @@ def save_and_check(request: dict) -> None:
     The values were validated by step 10."""
     task = Task.from_request(request)
     state = StateDir()
-    snapshot = state.snapshot(task.name)
-    state.save(task, request.get("remotepassword") or None)
+    try:
+        state.check_free(task.localuser, task.task_id)  # again: a task may have appeared since step 10
+        snapshot = state.snapshot(task.name)
+        state.save(task, request.get("remotepassword") or None)  # checks the owner once more
+    except TaskError as exc:
+        _task_error(exc)
+        raise  # not reached
     proc = container.syncctl("validation", task.name, timeout=60)
     verdict = login_verdict(proc.stdout.splitlines()[-1]) if proc.stdout.strip() else {}
     if proc.returncode != 0 or not verdict.get("ok"):
@@ -103,16 +125,24 @@ def save_and_check(request: dict) -> None:
 
 
 def delete_task(request: dict) -> None:
+    """Stop the run, remove the files; another task's files with the same
+    name are neither stopped nor removed (`task_not_found`). Deleting a task
+    that does not exist clears what a half-made one may have left."""
     state = StateDir()
-    name = _name(request)
+    name = _name(request, state)
+    _exists(request, state, name)
     if runstate.lock_held(runstate.TaskFiles(state.tasks_dir, name).lock):
         container.syncctl("stop", name, timeout=120)
-    state.delete(request["localuser"], request["task_id"])
+    try:
+        state.delete(request["localuser"], request["task_id"])
+    except TaskError as exc:  # its file changed owner while the run stopped
+        _task_error(exc)
 
 
 def _existing(request: dict) -> str:
-    name = _name(request)
-    if StateDir().load(request["localuser"], request["task_id"]) is None:
+    state = StateDir()
+    name = _name(request, state)
+    if state.load(request["localuser"], request["task_id"]) is None:
         _task_error(TaskError("task_id", "task_not_found", request["task_id"]))
     return name
 
@@ -196,8 +226,13 @@ def list_tasks() -> dict:
 
 
 def get_log(request: dict) -> dict:
+    """The last LOG_TAIL bytes of the task's log; empty for a task that does
+    not exist, `task_not_found` when the name is another task's."""
     state = StateDir()
-    path = state.path(_name(request), ".log")
+    name = _name(request, state)
+    if not _exists(request, state, name):
+        return {"log_content": "", "truncated": False}
+    path = state.path(name, ".log")
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -216,8 +251,9 @@ def get_log(request: dict) -> dict:
 def list_informations(request: dict) -> dict:
     """Both sides' totals, counted in the container; never fails the action:
     an unreachable server is `status: false` with a reason to show."""
-    name = _name(request)
-    if StateDir().load(request["localuser"], request["task_id"]) is None:
+    state = StateDir()
+    name = _name(request, state)
+    if state.load(request["localuser"], request["task_id"]) is None:
         return {"status": False, "reason": f"task {name} does not exist"}
     if not container.running():
         return {"status": False, "reason": "the sync service is not running: is the module configured?"}

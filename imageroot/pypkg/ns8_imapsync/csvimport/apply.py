@@ -129,6 +129,20 @@ def check_logins(staging: StateDir, candidates: list[RowPlan]) -> None:
             p.detail = verdict.get("reason") or ""
 
 
+def refuse_taken_names(state: StateDir, candidates: list[RowPlan]) -> None:
+    """Fail the candidates whose files now belong to another task (in place):
+    the logins take a while, and create-task does not wait for an import.
+    A created task needs a free name, an updated one its own files."""
+    for p in candidates:
+        if p.task is None or p.action not in ("create", "update"):
+            continue
+        owner = state.owner(p.task.name)
+        usable = owner is None if p.action == "create" else owner == (p.task.localuser, p.task.task_id)
+        if not usable:
+            p.fail(f"the task files {p.task.name} belong to another task now (created or changed during "
+                   "this import): run the import again")
+
+
 def put_in_place(staging: StateDir, state: StateDir, accepted: list[RowPlan], mail_host: str) -> None:
     """The staged files renamed into place (atomic, same file system), then the schedules."""
     os.sync()  # the staged files reach the disk before they become tasks

@@ -87,6 +87,7 @@ def _locked(csv_file: CsvFile, opts: Options, state: StateDir, mailboxes: list[s
             say(f"Checking the remote login of {len(candidates)} row(s)...")
             apply.stage(staging, candidates)
             apply.check_logins(staging, candidates)
+            apply.refuse_taken_names(state, candidates)
         accepted = [p for p in candidates if p.action in ("create", "update")]
         failed = [p for p in plans if p.action == "fail"]
         held = bool(failed) and not opts.continue_on_error and not opts.check

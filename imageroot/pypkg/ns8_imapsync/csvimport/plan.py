@@ -80,12 +80,17 @@ def sync_key(localuser: str, remoteuser: str, remotehost: str) -> tuple[str, str
     return (localuser.lower(), remoteuser.lower(), remotehost.lower())
 
 
-def new_task_id(taken: set[str]) -> str:
-    """A random `[a-z0-9]{6}` id no task has (get-log accepts nothing else)."""
+def new_task_id(localuser: str, taken_ids: set[str], taken_names: set[str]) -> str:
+    """A random `[a-z0-9]{6}` id, as the UI makes them: never a `_` (it would
+    make the file name ambiguous), no task's id, and `<localuser>_<id>` no
+    task file's name (a reference-module task (`a`, `b_xyz123`) owns the
+    files of (`a_b`, `xyz123`))."""
     while True:
         task_id = "".join(secrets.choice(ID_CHARS) for _ in range(6))
-        if task_id not in taken:
-            taken.add(task_id)
+        name = f"{localuser}_{task_id}"
+        if task_id not in taken_ids and name not in taken_names:
+            taken_ids.add(task_id)
+            taken_names.add(name)
             return task_id
 
 
@@ -153,8 +158,12 @@ class Planner:
         self.mailboxes = set(mailboxes) if mailboxes is not None else None
         self.update = update
         self.validator = _validator()
+        # tasks() lists only files named after their own values: an update
+        # never writes to files that belong to another task
         self.existing = {sync_key(t.localuser, t.remoteusername, t.remotehostname): t for t in state.tasks()}
         self.taken_ids = {t.task_id for t in self.existing.values()}
+        # every task file's name, unreadable ones too: a new task must not take one
+        self.taken_names = {p.name[:-len(".env")] for p in state.tasks_dir.glob("*.env")}
         self.seen: dict[tuple[str, str, str], tuple[int, dict]] = {}
 
     def plan(self, row: Row) -> RowPlan:
@@ -194,16 +203,8 @@ class Planner:
             "security": plan.security, "remoteusername": plan.remoteusername, "remotepassword": password,
             **_optional(v, base),
         }
-        first = self.seen.get(key)
-        comparable = {**request, "remoteusername": key[1], "remotehostname": key[2]}
-        if first is not None:
-            if first[1] == comparable:
-                plan.action, plan.message = "skip", f"{plan.remoteusername}@{plan.remotehostname} for " \
-                    f"{plan.localuser} appears twice in this file (first on row {first[0]})"
-                return plan
-            raise RowError(f"{plan.remoteusername}@{plan.remotehostname} for {plan.localuser} is also on "
-                           f"row {first[0]} with other values: keep one of the two rows")
-        self.seen[key] = (row.number, comparable)
+        if self._repeated(row, plan, key, request):
+            return plan
         if existing is not None:
             if not self.update:
                 plan.action, plan.task_id = "skip", existing.task_id
@@ -217,7 +218,7 @@ class Planner:
             plan.localuser, plan.remoteusername = existing.localuser, existing.remoteusername
             plan.remotehostname = existing.remotehostname
         else:
-            request["task_id"] = new_task_id(self.taken_ids)
+            request["task_id"] = new_task_id(plan.localuser, self.taken_ids, self.taken_names)
         plan.task_id = request["task_id"]
         errors = _schema_errors(self.validator, request)
         if errors:
@@ -238,6 +239,21 @@ class Planner:
         else:
             plan.action = "create"
         return plan
+
+    def _repeated(self, row: Row, plan: RowPlan, key: tuple[str, str, str], request: dict) -> bool:
+        """True (plan: skip) when the file had this sync on an earlier row with the
+        same values; RowError when with other values; else the row is remembered."""
+        first = self.seen.get(key)
+        comparable = {**request, "remoteusername": key[1], "remotehostname": key[2]}
+        if first is None:
+            self.seen[key] = (row.number, comparable)
+            return False
+        if first[1] == comparable:
+            plan.action, plan.message = "skip", f"{plan.remoteusername}@{plan.remotehostname} for " \
+                f"{plan.localuser} appears twice in this file (first on row {first[0]})"
+            return True
+        raise RowError(f"{plan.remoteusername}@{plan.remotehostname} for {plan.localuser} is also on "
+                       f"row {first[0]} with other values: keep one of the two rows")
 
 
 def plan_rows(rows: list[Row], state: StateDir, mailboxes: list[str] | None, update: bool) -> list[RowPlan]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import imaplib
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import imapclient
+import regex
 from imapclient import imap_utf7
 from imapclient.response_parser import parse_fetch_response
 
@@ -228,12 +228,32 @@ def _replace_chars(text: str, chars: Iterable[str], replacement: str) -> str:
     return text
 
 
+#: Seconds one exclusion pattern may take on one folder name. A folder name is
+#: the remote server's choice and a pattern the administrator's: together they
+#: can backtrack for hours (``(a|aa)+$`` on 60 "a"s and a "!"), which would hang
+#: the run. Ordinary patterns take microseconds.
+MATCH_TIMEOUT = 0.2
+
+
+class ExclusionTimeout(Exception):
+    """Whether folder ``name`` is excluded is unknown: ``pattern`` did not finish
+    within :data:`MATCH_TIMEOUT`. The folder must be neither synced nor skipped
+    in silence (see ``sync.folderpairs.discover``)."""
+
+    def __init__(self, name: str, pattern: str):
+        super().__init__(f"the exclusion pattern {pattern!r} took more than {MATCH_TIMEOUT} s on folder {name!r}")
+        self.name = name
+        self.pattern = pattern
+
+
 @functools.lru_cache(maxsize=256)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a user exclusion regex; ``ValueError`` says which one is invalid."""
+def compile_pattern(pattern: str) -> regex.Pattern:
+    """Compile a user exclusion regex with the ``regex`` module in its
+    ``re``-compatible mode (VERSION0), whose matches take a ``timeout``;
+    ``ValueError`` says which one is invalid."""
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        return regex.compile(pattern, regex.VERSION0)
+    except (regex.error, RecursionError, OverflowError) as exc:
         raise ValueError(f"invalid folder exclusion pattern {pattern!r}: {exc}") from exc
 
 
@@ -259,16 +279,27 @@ def is_excluded(
     modified-UTF-7 form too, so both ``Réunions`` and imapsync-style
     ``R&AOk-unions`` work.  Python and Perl regexes agree on the usual syntax
     (anchors, classes, alternation, quantifiers).  Empty patterns are ignored.
+
+    Each match may take :data:`MATCH_TIMEOUT`; when one runs out and no other
+    pattern excludes the folder, :class:`ExclusionTimeout` is raised, since
+    neither answer would be true.
     """
     if always_excluded(name, delimiter):
         return True
     candidates = [name] if raw is None or raw == name else [name, raw]
+    timed_out: str | None = None
     for pattern in patterns:
         if not pattern:
             continue
-        regex = compile_pattern(pattern)
-        if any(regex.search(c) for c in candidates):
-            return True
+        compiled = compile_pattern(pattern)
+        for candidate in candidates:
+            try:
+                if compiled.search(candidate, timeout=MATCH_TIMEOUT):
+                    return True
+            except TimeoutError:
+                timed_out = timed_out or pattern
+    if timed_out is not None:
+        raise ExclusionTimeout(name, timed_out)
     return False
 
 

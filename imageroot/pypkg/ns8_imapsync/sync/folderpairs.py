@@ -5,6 +5,11 @@ One rule for both engines and the post-steps: the same exclusions (the
 task's regexes and the Shared/Public namespaces), the same name mapping
 between delimiters and prefixes (``INBOX.Sent`` on a Courier-style source is
 ``Sent`` on Dovecot), the same set of local folders delete_local may remove.
+
+A folder whose exclusion check ran out of time (``ExclusionTimeout``) is not
+synced, and says so: one sentence in ``Discovery.problems``, which the
+engines turn into run errors. Its local name stays in ``kept_targets``, so
+delete_local never removes the local copy of a folder nobody could decide on.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass, field
 import imapclient
 
 from ns8_imapsync.imap.folders import (
+    MATCH_TIMEOUT,
+    ExclusionTimeout,
     Folder,
     always_excluded,
     is_excluded,
@@ -43,6 +50,7 @@ class Discovery:
     folders2: list[Folder]  # every host2 folder before the run
     delim2: str
     kept_targets: set[str] = field(default_factory=set)  # host2 names any host1 folder maps to
+    problems: list[str] = field(default_factory=list)  # folders left out for a reason the run must report
 
 
 def discover(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, plan: SyncPlan,
@@ -58,7 +66,13 @@ def discover(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, plan: SyncPla
         found.kept_targets.add(target)
         if inbox_only and f.name.upper() != "INBOX":
             continue
-        if is_excluded(f.name, plan.exclude, delimiter=f.delimiter or delim1, raw=f.raw_text):
+        try:
+            excluded = is_excluded(f.name, plan.exclude, delimiter=f.delimiter or delim1, raw=f.raw_text)
+        except ExclusionTimeout as exc:
+            found.problems.append(timeout_problem(exc))
+            log(found.problems[-1])
+            continue
+        if excluded:
             log(f"folder {f.name} excluded")
             continue
         if always_excluded(target, delim2 or None):
@@ -67,6 +81,12 @@ def discover(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, plan: SyncPla
         found.pairs.append(FolderPair(f, target))
     found.pairs.sort(key=lambda p: (p.folder.name.upper() != "INBOX", p.folder.name))
     return found
+
+
+def timeout_problem(exc: ExclusionTimeout) -> str:
+    """The sentence an administrator reads: which folder, which pattern, what to do."""
+    return (f"folder {exc.name} was not synced: the exclusion pattern {exc.pattern!r} took more than "
+            f"{MATCH_TIMEOUT} s on its name (simplify the pattern)")
 
 
 def local_orphans(found: Discovery) -> list[Folder]:

@@ -39,6 +39,8 @@ def informations(plan: SyncPlan) -> dict:
         h1 = _side(plan.source, read_password(plan.source_password_file), lambda fs: selected(plan, fs))
         h2 = _side(plan.target, read_password(plan.target_password_file),
                    lambda fs: [f for f in fs if not imapfolders.always_excluded(f.name, f.delimiter)])
+    except imapfolders.ExclusionTimeout as exc:  # a pattern that cannot decide: no count would be true
+        return {"status": False, "error": "validation_failed", "reason": str(exc)}
     except (ImapLayerError, OSError, imaplib.IMAP4.error) as exc:
         return {"status": False, "error": classify(exc), "reason": str(exc)}
     return {
