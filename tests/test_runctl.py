@@ -1,7 +1,9 @@
 """Run control with real processes: one run per task, stop, crash detection, caps, watchdog.
 
-The engine here is a test double (sleeps, reports progress); the real
-engines are tested end to end elsewhere. Everything else is the product's code.
+The engine here is a test double (sleeps, reports progress or heartbeats);
+the real engines are tested end to end elsewhere, the imapsync engine's
+process handling under run control in test_stop_and_watchdog.py. Everything
+else is the product's code.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -28,28 +31,41 @@ RUNNER = textwrap.dedent('''
     from ns8_imapsync.imap.connection import Endpoint
     from ns8_imapsync.statedir import StateDir
     from ns8_imapsync.sync.plan import SyncPlan
-    from ns8_imapsync.sync.report import Progress, RunReport
+    from ns8_imapsync.sync.report import FolderTally, Progress, RunReport
     from ns8_imapsync.sync.runctl import Run
 
     tasks, name, seconds, host = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
     queued_at = float(sys.argv[5]) if len(sys.argv) > 5 else None  # started by the dispatcher
     class SlowEngine:
         name = "test-double"
-        def run(self, plan, progress, stop, log):
+        def run(self, plan, progress, stop, log, heartbeat=None):
             if "hung" in name:  # ignores stop, reports nothing
                 time.sleep(seconds)
                 return RunReport()
+            if "leak" in name:  # an engine bug whose text quotes the passwords
+                secret = plan.source_password_file.read_text().splitlines()[0]
+                master = plan.target_password_file.read_text().splitlines()[0]
+                log(f"C: a1 LOGIN bob {secret}")
+                raise RuntimeError(f"login failed: {secret.encode()!r} {secret!r} (master {master})")
+            if "slowstart" in name:  # a slow login before the first sign of life
+                time.sleep(1)
+            if "short" in name:  # a run that left mail on the remote: 3 of 5 arrived
+                return RunReport(copied=3, folders=[FolderTally("INBOX", 5, 3), FolderTally("Sent", 2, 2)])
             steps = int(seconds * 10)
             for i in range(steps):
                 if stop.is_set():
                     return RunReport(copied=i, error_class="stopped", exit_code=143)
-                if "silent" not in name:
+                if "beat" in name:  # one long message: bytes flow, no batch ends
+                    heartbeat(4096)
+                elif "silent" not in name:
                     progress(Progress(folder="INBOX", messages_done=i, messages_total=steps))
                 log(f"message {i}")
                 time.sleep(0.1)
             return RunReport(copied=steps)
     ep = Endpoint(host, 143, "tls", "u")
-    plan = SyncPlan(name, ep, ep, Path("x"), Path("y"))
+    mailbox = "shared" if "same" in name else name  # each task its own local mailbox, but the "same" ones
+    plan = SyncPlan(name, ep, Endpoint(host, 143, "tls", f"{mailbox}*vmail"), Path(tasks) / f"{name}.pwd",
+                    Path(tasks) / "vmail.pwd")
     st = Run(StateDir(tasks, tasks), plan, "manual", engine=SlowEngine(), queued_at=queued_at,
              from_queue=queued_at is not None).execute()
     print("SKIPPED" if st is None else st.state, flush=True)
@@ -57,7 +73,7 @@ RUNNER = textwrap.dedent('''
 
 
 def start(tmp: Path, name: str, seconds: float, host: str = "h1", **env: str) -> subprocess.Popen:
-    e = dict(os.environ, PYTHONPATH=str(PKG), **env)
+    e = dict(os.environ, PYTHONPATH=str(PKG), SYNC_JOURNAL=str(tmp / "journal"), **env)
     return subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp), name, str(seconds), host], env=e,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -148,6 +164,20 @@ def test_node_cap_queues_and_all_finish(tmp_path) -> None:
     assert 2 <= peak <= 3
 
 
+def test_one_run_per_local_mailbox(tmp_path) -> None:
+    """Two tasks writing into one local mailbox never run at once (each would copy
+    what the other is copying, and imapsync fails on a folder the other created)."""
+    names = [f"u1_same{i}" for i in range(3)]
+    procs = [start(tmp_path, n, 0.5, host=f"h{i}", SYNC_MAX_CONCURRENT="4") for i, n in enumerate(names)]
+    peak = 0
+    while any(p.poll() is None for p in procs):
+        states = [runstate.read_status(runstate.TaskFiles(tmp_path, n)).state for n in names]
+        peak = max(peak, states.count("running"))
+        time.sleep(0.02)
+    assert [p.communicate()[0].strip() for p in procs] == ["succeeded"] * 3
+    assert peak == 1
+
+
 def test_per_host_cap(tmp_path) -> None:
     procs = [start(tmp_path, f"u1_h{i}", 1.0, host="same.example", SYNC_MAX_PER_HOST="2") for i in range(5)]
     peak = 0
@@ -189,6 +219,18 @@ def test_status_file_names_are_validated(tmp_path, bad) -> None:
         StateDir(tmp_path, tmp_path).load_name(bad)
 
 
+def test_a_run_short_of_mail_is_recorded_failed_with_its_tally(tmp_path) -> None:
+    proc = start(tmp_path, "u1_short", 0)
+    assert proc.communicate(timeout=30)[0].strip() == "failed"
+    status = json.loads((tmp_path / "u1_short.status.json").read_text())
+    assert (status["listed"], status["found"]) == (7, 5)
+    assert status["error_class"] == "message_errors" and "INBOX: 2 of 5" in status["reason"]
+    assert status["folders"][0] == {"folder": "INBOX", "listed": 5, "found": 3}  # short ones first
+    assert len(status["folders"]) == 2
+    last = runstate.read_history(runstate.TaskFiles(tmp_path, "u1_short"))[-1]
+    assert last["state"] == "failed" and last["folders"] == [{"folder": "INBOX", "listed": 5, "found": 3}]
+
+
 def test_history_keeps_the_last_20(tmp_path) -> None:
     tf = runstate.TaskFiles(tmp_path, "u1_hist")
     for i in range(25):
@@ -196,19 +238,6 @@ def test_history_keeps_the_last_20(tmp_path) -> None:
     hist = runstate.read_history(tf)
     assert len(hist) == 20 and hist[0]["copied"] == 5 and hist[-1]["copied"] == 24
     assert json.loads(tf.history.read_text().splitlines()[0])["copied"] == 5
-
-
-def test_incremental_window_for_imapsync() -> None:
-    from ns8_imapsync.sync.runctl import incremental_window
-
-    day = 86400.0
-    now = 100 * day
-    ok = {"state": "succeeded", "started": now - 3.5 * day, "folder_mode": "all"}
-    assert incremental_window([], "all", now) is None  # first run: everything
-    assert incremental_window([ok], "all", now) == 5  # 3 whole days + 2 of margin
-    assert incremental_window([ok, {"state": "failed", "started": now - day, "folder_mode": "all"}], "all", now) == 5
-    assert incremental_window([ok], "exclusion", now) is None  # the mode changed: full pass
-    assert incremental_window([{"state": "failed", "started": now, "folder_mode": "all"}], "all", now) is None
 
 
 def test_watchdog_ends_a_hung_engine(tmp_path) -> None:
@@ -220,10 +249,111 @@ def test_watchdog_ends_a_hung_engine(tmp_path) -> None:
     assert not runstate.lock_held(tf.lock)
 
 
+def test_heartbeats_without_progress_are_not_a_stall(tmp_path) -> None:
+    """3 s of heartbeats and no progress event, with a 1 s stall limit: a slow
+    transfer of one big message, not a stall."""
+    proc = start(tmp_path, "u1_beat", 3, SYNC_STALL_SECONDS="1", SYNC_STOP_GRACE="1")
+    assert proc.communicate(timeout=30)[0].strip() == "succeeded"
+    tf = runstate.TaskFiles(tmp_path, "u1_beat")
+    assert [h["state"] for h in runstate.read_history(tf)] == ["succeeded"]
+    assert runstate.read_status(tf).copied == 30
+
+
+def test_time_spent_queued_is_not_a_stall(tmp_path) -> None:
+    """Queued 3 s behind another run with a 2 s stall limit, then 1 s to the first progress."""
+    blocker = start(tmp_path, "u1_first", 3, SYNC_MAX_CONCURRENT="1")
+    wait_state(tmp_path, "u1_first", ("running",))
+    late = start(tmp_path, "u1_slowstart", 1, SYNC_MAX_CONCURRENT="1", SYNC_STALL_SECONDS="2")
+    assert late.communicate(timeout=30)[0].strip() == "succeeded"
+    assert blocker.communicate(timeout=30)[0].strip() == "succeeded"
+
+
+def test_the_task_log_is_0600(tmp_path) -> None:
+    old = tmp_path / "u1_wide.log"
+    old.write_text("an older log, world-readable\n")
+    old.chmod(0o644)
+    for name in ("u1_wide", "u1_fresh"):
+        proc = start(tmp_path, name, 0.2)
+        assert proc.communicate(timeout=20)[0].strip() == "succeeded"
+        log = runstate.TaskFiles(tmp_path, name).log
+        assert log.stat().st_mode & 0o777 == 0o600, name
+        assert "message 1" in log.read_text() and "older" not in log.read_text()
+
+
+def test_an_engine_error_leaves_no_password_in_log_status_history_or_journal(tmp_path) -> None:
+    secret, master = 'Remote "S3cret" \\pass', "Master-S3cret"
+    (tmp_path / "u1_leak.pwd").write_text(secret + "\n")
+    (tmp_path / "vmail.pwd").write_text(master + "\n")
+    proc = start(tmp_path, "u1_leak", 1)
+    assert proc.communicate(timeout=20)[0].strip() == "failed"
+    tf = runstate.TaskFiles(tmp_path, "u1_leak")
+    log = tf.log.read_text()
+    assert "RuntimeError: login failed" in log and "MASKED" in log
+    spellings = (secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], "S3cret", master)
+    for path in (tf.log, tf.status, tf.history, tmp_path / "journal"):
+        text = path.read_text()
+        assert not [s for s in spellings if s in text], f"{path.name}: {text}"
+    st = runstate.read_status(tf)
+    assert (st.state, st.error_class) == ("failed", "engine_error")
+
+
+# ---------------------------------------------------------------- stop and start of one task
+
+def race_start_and_stop(state: StateDir, name: str, delay: float) -> dict[str, str]:
+    """One `syncctl start --detach` and one `syncctl stop` of the task, let go together."""
+    from ns8_imapsync.cli import syncctl
+
+    barrier, out = threading.Barrier(2), {}
+
+    def starter() -> None:
+        barrier.wait()
+        out["start"] = syncctl._enqueue(name, "manual")
+
+    def stopper() -> None:
+        barrier.wait()
+        time.sleep(delay)
+        out["stop"] = stop_run(state, name, grace=5)
+
+    threads = [threading.Thread(target=starter), threading.Thread(target=stopper)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return out
+
+
+def test_a_stop_never_loses_to_a_concurrent_start(tmp_path, monkeypatch) -> None:
+    """Started together many times: a stop that says "stopped" leaves nothing
+    queued (it took the start out), one that says "not running" came first (the
+    start stays queued); never a stop that reports success while the start it
+    raced then runs."""
+    from ns8_imapsync.task import Task
+
+    monkeypatch.setenv("IMAPSYNC_DIR", str(tmp_path))
+    monkeypatch.setenv("CRON_DIR", str(tmp_path / "cron"))
+    StateDir(tmp_path, tmp_path / "cron").save(Task("u1", "race", "imap.example.com", 143, "bob"), "pw")
+    name, state = "u1_race", StateDir(tmp_path, tmp_path)
+    tf = runstate.TaskFiles(tmp_path, name)
+    stops, wrong = set(), []
+    for i in range(150):
+        out = race_start_and_stop(state, name, 0.0005 * (i % 10))  # spread over the start's critical section
+        queued, record = runstate.is_queued(tmp_path, name), runstate.read_status(tf).state
+        stops.add(out["stop"])
+        if out["stop"] == "stopped" and (queued or record != "stopped"):
+            wrong.append((i, out, queued, record))
+        if out["stop"] == "not running" and queued != (out["start"] == "queued"):
+            wrong.append((i, out, queued, record))
+        runstate.dequeue(tmp_path, name)
+        tf.status.unlink(missing_ok=True)
+    assert wrong == []
+    assert stops == {"stopped", "not running"}  # both orders happened
+
+
 # ---------------------------------------------------------------- the start queue and its dispatcher
 
 def enqueue(tmp: Path, name: str, host: str = "h1", at: float | None = None) -> None:
-    entry = runstate.QueueEntry(name, at if at is not None else time.time(), "manual", host)
+    mailbox = "shared" if "same" in name else name  # as RUNNER's plans
+    entry = runstate.QueueEntry(name, at if at is not None else time.time(), "manual", host, mailbox)
     assert runstate.enqueue(tmp, entry)
     st = runstate.RunStatus(state="queued", trigger="manual")
     runstate.write_status(runstate.TaskFiles(tmp, name), st)
@@ -302,6 +432,28 @@ def test_a_full_host_does_not_hold_back_other_hosts(tmp_path, monkeypatch) -> No
     thread.join(timeout=60)
     assert all(p.communicate(timeout=10)[0].strip() == "succeeded" for p in spawner.procs.values())
     assert len(spawner.procs) == 7
+
+
+def test_the_dispatcher_starts_one_run_per_local_mailbox(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SYNC_MAX_CONCURRENT", "4")
+    base = time.time()
+    shared = [f"u1_same{i}" for i in range(3)]
+    for i, name in enumerate(shared):
+        enqueue(tmp_path, name, host=f"h{i}", at=base + i)
+    enqueue(tmp_path, "u2_own", host="h9", at=base + 5)  # another mailbox is not held back
+    spawner = Spawner(tmp_path, 0.6, SYNC_MAX_CONCURRENT="4")
+    _, thread = dispatch_in_thread(tmp_path, spawner)
+    peak_shared = 0
+    other_ran_with_shared = False
+    while thread.is_alive():
+        states = {n: runstate.read_status(runstate.TaskFiles(tmp_path, n)).state for n in [*shared, "u2_own"]}
+        running_shared = [n for n in shared if states[n] == "running"]
+        peak_shared = max(peak_shared, len(running_shared))
+        other_ran_with_shared |= bool(running_shared) and states["u2_own"] == "running"
+        time.sleep(0.02)
+    thread.join()
+    assert all(p.communicate(timeout=10)[0].strip() == "succeeded" for p in spawner.procs.values())
+    assert peak_shared == 1 and other_ran_with_shared
 
 
 def test_stopping_a_queued_start_records_it_and_it_never_runs(tmp_path, monkeypatch) -> None:

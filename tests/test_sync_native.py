@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from localnode import corpus, dovecot
 from localnode.imap_pair import REMOTE_OF, Pair, running_pair
-from ns8_imapsync.imap.connection import Endpoint, open_session
-from ns8_imapsync.imap.folders import always_excluded, list_folders
+from mailboxes import Key, mailbox
+from ns8_imapsync.imap.connection import open_session
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import Progress, RunReport
@@ -42,7 +42,6 @@ SMALL_COUNT = 40
 ENGINE_KW = dict(large_message=100_000, chunk_size=64_000)  # exercise the chunked path on the corpus
 PORT_BASE = int(os.environ.get("NATIVE_TEST_PORT_BASE", "24300"))
 
-Key = tuple[str, frozenset, datetime]
 
 
 @pytest.fixture(scope="module")
@@ -82,28 +81,6 @@ def sync(plan: SyncPlan, *, progress: Callable[[Progress], None] | None = None,
     lines: list[str] = []
     report = engine.run(plan, progress or (lambda p: None), stop or threading.Event(), lines.append)
     return report, engine, lines
-
-
-def mailbox(ep: Endpoint, password: str) -> dict[str, Counter[Key]]:
-    """Every folder (as a "/" path) -> multiset of (sha256, flags, INTERNALDATE in UTC)."""
-    client = open_session(ep, password)
-    client.normalise_times = False
-    out: dict[str, Counter[Key]] = {}
-    try:
-        for folder in list_folders(client):
-            if always_excluded(folder.name, folder.delimiter):
-                continue
-            info = client.select_folder(folder.name, readonly=True)
-            items: Counter[Key] = Counter()
-            if info[b"EXISTS"]:
-                for data in client.fetch(client.search(["ALL"]), ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]).values():
-                    flags = frozenset(f.decode() for f in data[b"FLAGS"] if f.lower() != b"\\recent")
-                    items[(hashlib.sha256(data[b"BODY[]"]).hexdigest(), flags,
-                           data[b"INTERNALDATE"].astimezone(UTC))] += 1
-            out[folder.name.replace(folder.delimiter, "/") if folder.delimiter else folder.name] = items
-    finally:
-        client.logout()
-    return out
 
 
 def remote_box(pair: Pair, user: str) -> dict[str, Counter[Key]]:

@@ -1,5 +1,6 @@
-"""The imapsync engine's Python steps (inbox \\Seen marking, Sieve delivery, age
-deletion, the delete_local pre-check), against the local node's two real Dovecots.
+"""The imapsync engine's Python steps (completion, inbox \\Seen marking, Sieve
+delivery, verified remote deletion, the delete_local pre-check), against the local
+node's two real Dovecots.
 
 imapsync itself cannot be installed here, so what it would have copied is
 copied by the test (APPEND with flags and INTERNALDATE, as imapsync does), and
@@ -129,26 +130,51 @@ def test_inbox_marks_only_verified_copies_seen(fresh: Pair, tmp_path: Path) -> N
     assert len(copied) == 2
     put_remote(fresh, "INBOX", [(message("arrived after the copy", 4), [], WHEN),
                                 (message("no id", 5, message_id=False), [], WHEN)])
-    report, lines = after(plan, copied)
-    assert report.ok, report.errors
+    report, lines = after(plan, copied, stop=True)  # stopped: no completion, only the inbox steps
     remote = flags_by_subject(fresh, "remote")
     assert b"\\Seen" in remote["copied"] and b"\\Seen" in remote["also copied"]
     # not on the local server: still new on the remote, so the next run copies them
     assert b"\\Seen" not in remote["arrived after the copy"] and b"\\Seen" not in remote["no id"]
     assert any("2 remote message(s) verified" in line for line in lines)
-    assert all(b"\\Seen" not in f for f in flags_by_subject(fresh, "local").values())  # new for the local user
+
+    report, lines = after(plan, [])  # a whole run: the completion copies what imapsync left out
+    assert report.ok, report.errors
+    assert report.copied == 2 and [(t.listed, t.found) for t in report.folders] == [(2, 2)]
+    assert all(b"\\Seen" in f for f in flags_by_subject(fresh, "remote").values())
+    local = flags_by_subject(fresh, "local")
+    assert set(local) == {"copied", "also copied", "arrived after the copy", "no id"}
+    assert all(b"\\Seen" not in f for f in local.values())  # new for the local user
+    assert after(plan, [])[0].copied == 0
 
 
 def test_inbox_multiset_two_identical_messages_need_two_copies(fresh: Pair, tmp_path: Path) -> None:
     twin = message("twin", 1)
     put_remote(fresh, "INBOX", [(twin, [], WHEN)])
     copied = imapsync_like_copy(fresh)
-    put_remote(fresh, "INBOX", [(twin, [], WHEN)])  # an identical second one, never copied
-    after(make_plan(fresh, tmp_path, folder_mode="inbox"), copied)
-    client = open_session(fresh.remote(USER), fresh.password(USER))
+    # the same message delivered again an hour later: imapsync never copies it
+    put_remote(fresh, "INBOX", [(twin, [], WHEN + timedelta(hours=1))])
+    plan = make_plan(fresh, tmp_path, folder_mode="inbox")
+    after(plan, copied, stop=True)
+    assert _unseen(fresh) == 1  # one copy proves one message
+    report, _ = after(plan, [])
+    assert report.ok and report.copied == 1  # the completion adds the second copy
+    assert _unseen(fresh) == 0 and _count(fresh, "local", "INBOX") == 2
+
+
+def _unseen(pair: Pair) -> int:
+    client = open_session(pair.remote(USER), pair.password(USER))
     try:
         client.select_folder("INBOX", readonly=True)
-        assert len(client.search(["UNSEEN"])) == 1
+        return len(client.search(["UNSEEN"]))
+    finally:
+        client.logout()
+
+
+def _count(pair: Pair, side: str, folder: str) -> int:
+    ep, pw = (pair.remote(USER), pair.password(USER)) if side == "remote" else (pair.local(USER), pair.master_pass)
+    client = open_session(ep, pw)
+    try:
+        return int(client.folder_status(folder, ["MESSAGES"])[b"MESSAGES"])
     finally:
         client.logout()
 
@@ -203,7 +229,8 @@ def test_delete_remote_older_deletes_only_old_verified_messages(fresh: Pair, tmp
     put_remote(fresh, "INBOX", [(message("old copied", 1), ["\\Seen"], old),
                                 (message("recent copied", 2), [], recent)])
     put_remote(fresh, "Archive", [(message("old archived", 3), ["\\Seen"], old),
-                                  (message("old not copied", 4), [], old)])
+                                  (message("old not copied", 4), [], old),
+                                  (message("old, local copy marked deleted", 5), [], old)])
     plan = make_plan(fresh, tmp_path, delete_remote=True, delete_remote_older=10)
     # everything copied first (the native engine without deletions plays imapsync)
     assert NativeEngine().run(make_plan(fresh, tmp_path), lambda p: None, threading.Event(),
@@ -211,19 +238,24 @@ def test_delete_remote_older_deletes_only_old_verified_messages(fresh: Pair, tmp
     client = open_session(fresh.local(USER), fresh.master_pass)  # one old copy is gone locally
     try:
         client.select_folder("Archive")
-        gone = [u for u, d in client.fetch(client.search(["ALL"]), ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]).items()
-                if b"not copied" in d[b"BODY[HEADER.FIELDS (SUBJECT)]"]]
+        subjects = {d[b"BODY[HEADER.FIELDS (SUBJECT)]"]: u for u, d in
+                    client.fetch(client.search(["ALL"]), ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]).items()}
+        gone = [u for subject, u in subjects.items() if b"not copied" in subject]
         client.delete_messages(gone)
         client.expunge()
+        # the user deleted this copy in a client that only marks: it is no copy any more
+        client.delete_messages([u for subject, u in subjects.items() if b"marked deleted" in subject])
     finally:
         client.logout()
     report, lines = after(plan, [], stop=True)  # a stopped run deletes nothing
     assert report.deleted_host1 == 0
     report, lines = after(plan, [])
     assert report.ok, report.errors
-    assert report.deleted_host1 == 2
+    # "old not copied" is copied again by the completion, then deleted: its copy is there
+    assert report.copied == 1 and report.deleted_host1 == 3
     assert set(flags_by_subject(fresh, "remote")) == {"recent copied"}
-    assert set(flags_by_subject(fresh, "remote", "Archive")) == {"old not copied"}
+    assert set(flags_by_subject(fresh, "remote", "Archive")) == {"old, local copy marked deleted"}
+    assert any("1 message(s) kept on the remote server" in line for line in lines)
     assert after(plan, [])[0].deleted_host1 == 0
 
 

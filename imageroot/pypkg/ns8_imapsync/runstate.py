@@ -43,6 +43,15 @@ class RunStatus:
     skipped: int = 0
     pid: int | None = None  # in the container's pid namespace: for stop only
     folder_mode: str = ""  # the task's foldersynchronization during this run
+    # the remote messages this run answered for, and how many of them are on the local
+    # server (None: the run never got that far); folders: {folder, listed, found} each
+    listed: int | None = None
+    found: int | None = None
+    folders: list[dict] = field(default_factory=list)
+
+    def short_folders(self) -> list[dict]:
+        """The folders with remote messages not on the local server."""
+        return [f for f in self.folders if f.get("found", 0) < f.get("listed", 0)]
 
     @classmethod
     def from_dict(cls, d: dict) -> RunStatus:
@@ -127,6 +136,11 @@ class QueueEntry:
     queued_at: float
     trigger: str
     host: str  # the remote server, for the per-host cap
+    mailbox: str = ""  # the local user, one run at a time (an entry written without it: from the name)
+
+    @property
+    def local_user(self) -> str:
+        return self.mailbox or self.name.rsplit("_", 1)[0]
 
 
 def queue_dir(tasks_dir: Path) -> Path:
@@ -141,7 +155,8 @@ def enqueue(tasks_dir: Path, entry: QueueEntry) -> bool:
     entry that would keep the task "queued" for ever."""
     qdir = queue_dir(tasks_dir)
     files.ensure_dir(qdir)
-    data = json.dumps({"queued_at": entry.queued_at, "trigger": entry.trigger, "host": entry.host})
+    data = json.dumps({"queued_at": entry.queued_at, "trigger": entry.trigger, "host": entry.host,
+                       "mailbox": entry.mailbox})
     tmp = qdir / f".{entry.name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:  # no fsync: a start lost in a power cut is asked again
@@ -179,21 +194,27 @@ def queued(tasks_dir: Path) -> list[QueueEntry]:
         try:
             d = json.loads(path.read_text())
             out.append(QueueEntry(path.name[: -len(".json")], float(d["queued_at"]), str(d.get("trigger", "")),
-                                  str(d.get("host", ""))))
+                                  str(d.get("host", "")), str(d.get("mailbox", ""))))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or removed meanwhile
     out.sort(key=lambda e: (e.queued_at, e.name))
     return out
 
 
+def read_record(tf: TaskFiles) -> RunStatus:
+    """The status record as last written, crash or not (for whoever holds the lock)."""
+    try:
+        return RunStatus.from_dict(json.loads(tf.status.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return RunStatus()
+
+
 def read_status(tf: TaskFiles) -> RunStatus:
     """The run status as it really is: an active record without a lock holder
     is a crash (kill -9, container restart, OOM), unless the task waits in the
-    start queue."""
-    try:
-        st = RunStatus.from_dict(json.loads(tf.status.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
-        return RunStatus()
+    start queue. The lock holders include the run's children (imapsync): a
+    killed run whose imapsync still lives is shown running until it is gone."""
+    st = read_record(tf)
     if st.state in ACTIVE_STATES and not lock_held(tf.lock) and \
             not (st.state == "queued" and is_queued(tf.tasks_dir, tf.name)):
         st.state = "crashed"
@@ -218,9 +239,10 @@ def read_progress(tf: TaskFiles) -> dict | None:
 
 
 def append_history(tf: TaskFiles, st: RunStatus) -> None:
-    """The last HISTORY_MAX runs, newest last; rewritten whole (it is small)."""
+    """The last HISTORY_MAX runs, newest last; rewritten whole (it is small: a run
+    keeps its totals there, and only the folders that were short of mail)."""
     entries = read_history(tf)
-    entries.append(asdict(st))
+    entries.append({**asdict(st), "folders": st.short_folders()})
     text = "".join(json.dumps(e) + "\n" for e in entries[-HISTORY_MAX:])
     files.write_atomic(tf.history, text, 0o600)
 

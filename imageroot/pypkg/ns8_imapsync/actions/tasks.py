@@ -216,6 +216,10 @@ def list_tasks() -> dict:
             "last_sync_exit_code": last.exit_code if finished else None,
             "last_sync_state": last.state if finished else None,
             "last_sync_reason": last.reason if finished else "",
+            # how many of the remote messages the last run found on the local server
+            "last_sync_listed": last.listed if finished else None,
+            "last_sync_found": last.found if finished else None,
+            "last_sync_short_folders": last.short_folders() if finished else [],
             "has_log": state.path(task.name, ".log").exists(),
         })
         props.append(item)

@@ -116,7 +116,7 @@ def _enqueue(name: str, trigger: str) -> str:
         now = time.time()
         st = runstate.RunStatus(state="queued", trigger=trigger)
         runstate.write_status(tf, st, queued_at=now)
-        runstate.enqueue(tf.tasks_dir, runstate.QueueEntry(name, now, trigger, plan.source.host))
+        runstate.enqueue(tf.tasks_dir, runstate.QueueEntry(name, now, trigger, plan.source.host, plan.local_user))
         return "queued"
     finally:
         os.close(fd)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ns8_imapsync import runstate
 from ns8_imapsync.runstate import QueueEntry
 from ns8_imapsync.statedir import StateDir
-from ns8_imapsync.sync.runctl import Slots, default_max_syncs, host_slot_prefix, setting
+from ns8_imapsync.sync.runctl import Slots, default_max_syncs, host_slot_prefix, mailbox_slot_prefix, setting
 
 POLL = 0.5  # seconds between looks at the queue and the slots
 LOCK_NAME = ".dispatcher.lock"
@@ -118,6 +118,7 @@ class Dispatcher:
         host_used: Counter[str] = Counter(s.entry.host for s in self.starting)
         host_busy: dict[str, int] = {}
         running = {s.entry.name for s in self.starting}
+        mailboxes = {s.entry.local_user for s in self.starting}
         for entry in runstate.queued(self.state.tasks_dir):
             if free <= 0:
                 break
@@ -128,9 +129,12 @@ class Dispatcher:
                 host_busy[host] = self.slots.busy(host_slot_prefix(host), self.host_cap)
             if host_busy[host] + host_used[host] >= self.host_cap:
                 continue  # this host is full: later entries for other hosts go first
+            if entry.local_user in mailboxes or self.slots.busy(mailbox_slot_prefix(entry.local_user), 1):
+                continue  # a run writes into this local mailbox: one at a time
             if runstate.lock_held(runstate.TaskFiles(self.state.tasks_dir, entry.name).lock):
                 continue  # a run of this task is going: the entry waits for it to end
             self.starting.append(Starting(self.spawn(entry), entry))
+            mailboxes.add(entry.local_user)
             host_used[host] += 1
             free -= 1
             self.started += 1

@@ -16,7 +16,8 @@ Rules that hold for every argv built here:
 What the Python post-steps (not done by imapsync, see ``build_argv``) rely on:
 inbox mode selects only UNSEEN host1 INBOX messages and never resyncs flags, so
 marking them ``\\Seen`` on host1 after the run is what stops the next run from
-copying them again; with ``delete_remote_older > 0`` no ``--delete1`` is given.
+copying them again; remote deletions are never imapsync's (no ``--delete1``):
+the post-step deletes only what it finds copied on the local server.
 """
 
 from __future__ import annotations
@@ -136,8 +137,11 @@ def _deletion_args(plan: SyncPlan) -> list[str]:
     * ``delete_local`` with any remote deletion is refused: once a message is gone
       from host1, the next run's ``--delete2`` deletes its only copy (imapsync
       itself refuses ``--delete1 --delete2`` with exit 64).
-    * ``--delete1`` only when ``delete_remote_older == 0``; with N > 0 the Python
-      post-step deletes host1 messages older than N days after checking each is on host2.
+    * never ``--delete1``: imapsync would delete a host1 message once it thinks
+      host2 has it -- after an APPEND, before the Sieve script may discard the
+      copy, or when host2 holds a copy the user marked ``\\Deleted``.  Remote
+      deletions are the post-step's, under the rule both engines share
+      (``deletion``): only while a copy is found on the local server.
     """
     args: list[str] = []
     delete_local = plan.delete_local and plan.folder_mode != "inbox"
@@ -146,29 +150,26 @@ def _deletion_args(plan: SyncPlan) -> list[str]:
                         "with deleting remote messages: the local copies would be deleted next")
     if delete_local:
         args += ["--delete2", "--delete2folders", f"--delete2foldersbutnot={DELETE2FOLDERS_BUT_NOT}"]
-    if plan.delete_remote and plan.delete_remote_older <= 0:
-        # --expunge1 and expunge after each message are implied: a message is
-        # deleted on host1 right after its APPEND succeeded, so a stop mid-run loses nothing.
-        args.append("--delete1")
     return args
 
 
 def _selection_args(plan: SyncPlan) -> list[str]:
-    """Folders and messages to consider on host1."""
+    """Folders and messages to consider on host1.
+
+    Never ``--maxage``: imapsync applies it as SEARCH SENTSINCE on the Date:
+    header, so a window would hide every message whose Date: is older (mail
+    restored or imported on the remote, delayed mail, a message moved to
+    another remote folder) and, after the task is pointed at another remote
+    account, that whole older mailbox. Like the reference module, every run
+    examines every message of the selected folders.
+    """
     if plan.folder_mode == "inbox":
         # Like the reference: only unseen INBOX messages. --noresyncflags: the
         # local INBOX is the user's live mailbox; host1 flags must not overwrite
         # what the user did locally (read, flagged) on messages already copied.
-        # --maxage is left out: imapsync ignores it when --search1 is given.
         return ["--folder=INBOX", "--search1=UNSEEN", "--noresyncflags"]
     if plan.folder_mode not in ("all", "exclusion"):
         raise ArgvError(f"unknown folder mode {plan.folder_mode!r}")
-    if plan.maxage_days:
-        if isinstance(plan.maxage_days, bool) or not isinstance(plan.maxage_days, int) or plan.maxage_days < 0:
-            raise ArgvError(f"--maxage: {plan.maxage_days!r} is not a number of days")
-        # SENTSINCE on both hosts: an incremental window; --delete2 then only
-        # considers host2 messages inside the same window.
-        return [f"--maxage={plan.maxage_days}"]
     return []
 
 

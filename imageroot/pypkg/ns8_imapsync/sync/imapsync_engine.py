@@ -2,8 +2,15 @@
 
 imapsync runs without a shell, in its own session (so its own process group),
 with stdout and stderr merged and read line by line: each line goes to the
-task log (with the task's passwords masked, in case a server echoes one) and
-to the output parser, whose Progress updates go to the caller.
+task log (with the task's passwords masked, in case a server echoes one), to
+the heartbeat (an output line is a sign of life for the run's watchdog, even
+when no message is done yet) and to the output parser, whose Progress updates
+go to the caller.
+
+imapsync inherits the run's inheritable descriptors (``close_fds=False``),
+the task lock among them (see sync.lockholders): while an imapsync or any
+process it started lives, its task counts as running, and a stop or the
+watchdog that had to kill the run finds and kills it through that lock.
 
 Stopping (``stop`` set) escalates so that a stop normally lands between two
 messages: first imapsync's own abort file ``<pidfile>abort<pid>`` (checked
@@ -34,12 +41,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ns8_imapsync.sync import poststeps
+from ns8_imapsync.sync.engine import HeartbeatFn
 from ns8_imapsync.sync.imapsync_cmd import ArgvError, build_argv, default_pidfile
 from ns8_imapsync.sync.imapsync_output import CopiedMessage, ImapsyncOutputParser
-from ns8_imapsync.sync.plan import SyncPlan, read_password
+from ns8_imapsync.sync.plan import SyncPlan
+from ns8_imapsync.sync.redact import Redactor
 from ns8_imapsync.sync.report import ProgressFn, RunReport
 
-MIN_REDACTED_LENGTH = 4  # shorter passwords would mask ordinary words and numbers of the log
 _SECRET_ENV = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN", re.IGNORECASE)
 
 
@@ -94,27 +102,6 @@ def clear_stale_pidfile(pidfile: Path) -> None:
     if pid is None or not _runs_with(pid, pidfile):
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
-
-
-class _Redactor:
-    """Masks the task's passwords in output lines (imapsync never prints them, a server might)."""
-
-    def __init__(self, plan: SyncPlan) -> None:
-        self.secrets: list[str] = []
-        for path in (plan.source_password_file, plan.target_password_file):
-            try:
-                secret = read_password(Path(path))
-            except (OSError, UnicodeDecodeError):
-                continue
-            if len(secret) >= MIN_REDACTED_LENGTH:
-                self.secrets.append(secret)
-        self.secrets.sort(key=len, reverse=True)
-
-    def __call__(self, line: str) -> str:
-        for secret in self.secrets:
-            if secret in line:
-                line = line.replace(secret, "MASKED")
-        return line
 
 
 class _Supervisor(threading.Thread):
@@ -202,7 +189,8 @@ class ImapsyncEngine:
         self.last_copied: list[CopiedMessage] = []
         self.last_argv: list[str] = []
 
-    def run(self, plan: SyncPlan, progress: ProgressFn, stop: threading.Event, log) -> RunReport:
+    def run(self, plan: SyncPlan, progress: ProgressFn, stop: threading.Event, log: Callable[[str], object],
+            heartbeat: HeartbeatFn | None = None) -> RunReport:
         self.last_copied = []
         pidfile = Path(self.pidfile if self.pidfile is not None else default_pidfile(plan)).absolute()
         try:
@@ -221,24 +209,26 @@ class ImapsyncEngine:
             return refused
         clear_stale_pidfile(pidfile)
         try:
+            # close_fds=False: only descriptors made inheritable on purpose (the run's locks) are passed
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=_cwd(plan), env=_child_env(),
+                start_new_session=True, close_fds=False, cwd=_cwd(plan), env=_child_env(),
                 text=True, encoding="utf-8", errors="replace", bufsize=1,
             )
         except OSError as exc:
             return _failed("engine_error", f"imapsync could not be started: {exc.strerror or exc}", 126)
-        return self._supervise(proc, plan, pidfile, progress, stop, log)
+        return self._supervise(proc, plan, pidfile, progress, stop, log, heartbeat or _no_heartbeat)
 
     def _supervise(self, proc: subprocess.Popen, plan: SyncPlan, pidfile: Path, progress: ProgressFn,
-                   stop: threading.Event, log: Callable[[str], object]) -> RunReport:
+                   stop: threading.Event, log: Callable[[str], object], heartbeat: HeartbeatFn) -> RunReport:
         supervisor = _Supervisor(proc, pidfile, stop, self.abort_grace, self.term_grace)
         supervisor.start()
         parser = ImapsyncOutputParser()
-        redact = _Redactor(plan)
+        redact = Redactor.for_plan(plan)
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
+                heartbeat(0)  # a line, not IMAP bytes: a sign of life
                 line = redact(raw.rstrip("\r\n"))
                 log(line)
                 update = parser.feed(line)
@@ -258,7 +248,7 @@ class ImapsyncEngine:
             log(f"imapsync engine: stop requested ({', '.join(supervisor.actions)})")
         self.last_copied = parser.copied
         report = parser.finish(proc.returncode, stop_requested=stop.is_set())
-        poststeps.after_run(plan, report, self.last_copied, log, stop)
+        poststeps.after_run(plan, report, self.last_copied, log, stop, heartbeat)
         return report
 
     @staticmethod
@@ -270,6 +260,10 @@ class ImapsyncEngine:
         if _pid_in(pidfile) == proc.pid:
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()
+
+
+def _no_heartbeat(nbytes: int) -> None:
+    """The heartbeat of a caller that watches no activity."""
 
 
 def _cwd(plan: SyncPlan) -> str:

@@ -41,14 +41,14 @@ Sieve (inbox mode)
     INBOX.  Messages found already on host2 (not copied by this engine) are not
     filtered again.
 delete_remote[_older]
-    A host1 message is deleted only when its copy is present in the mapped host2
-    folder right now (checked with UID SEARCH just before) -- or, with sieve, was
-    filed by the script after it had been verified -- and, with delete_remote_older
-    N, its INTERNALDATE is before today-N days (SEARCH BEFORE).  Deleted by UID
-    EXPUNGE (without UIDPLUS: EXPUNGE, only when no other message of the folder is
-    marked ``\\Deleted``; otherwise ours stay marked).  Combined with delete_local
-    it is refused (imapsync refuses --delete1 with --delete2 too): together they
-    would erase both sides.
+    The rule both engines share (``deletion``): a host1 message is deleted only
+    while a copy with its identity is found on host2 right now -- read from host2
+    just before, not ``\\Deleted`` -- in the mapped folder (the UID where this
+    engine put it is checked first), or with Sieve in any local folder; with
+    delete_remote_older N, only when its INTERNALDATE is before today-N days.  A
+    message the script discarded, or whose copy the user deleted, stays on host1
+    and the log says so.  Combined with delete_local it is refused (imapsync
+    refuses --delete1 with --delete2 too): together they would erase both sides.
 delete_local
     host2 messages that stand for no host1 message of the mapped folders are
     expunged, and host2 folders that no host1 folder maps to are deleted, after all
@@ -59,10 +59,21 @@ delete_local
     special-use folders, folders with children and the Shared/Public namespaces
     are never deleted.  Ignored in inbox mode.
 
-Crash safety and cheap re-runs: see ``syncstate``.  Large messages are fetched in
-chunks into an unlinked temporary file and APPENDed from it, so memory stays
-bounded; smaller ones are fetched in batches.  The destination folder is
-SELECTed before APPENDs (Dovecot spends twice the CPU otherwise).
+What a run answers for
+    Each folder's tally (``FolderTally``): the host1 messages of the folder (in
+    inbox mode: the unseen and the already handled ones), and how many of them
+    the acknowledged state places on host2.  A run with fewer found than listed
+    is not a success.  A message the server lists but does not deliver (a UID
+    missing from a FETCH reply while UID SEARCH still shows it) is an error, and
+    its folder is not recorded as synced; a listing with fewer entries than the
+    folder has disables every deletion of that folder for the run.
+
+Crash safety and cheap re-runs: see ``syncstate``; a flag change enters the state
+only once host2 acknowledged its STORE.  The copy itself (``transfer``): large
+messages are read in partial FETCHes into an unlinked temporary file, smaller ones
+in batches, each bounded by the size the server announced; a local server without
+UIDPLUS works too (the new UID is found back by identity).  The destination
+folder is SELECTed before APPENDs (Dovecot spends twice the CPU otherwise).
 """
 
 from __future__ import annotations
@@ -70,44 +81,36 @@ from __future__ import annotations
 import errno
 import imaplib
 import ssl
-import tempfile
 import threading
 import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import imapclient
 
-from ns8_imapsync.imap import reads
+from ns8_imapsync.imap import reads, wire
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session, scrub
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
-from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, select_folder
+from ns8_imapsync.imap.expunge import expunge_uids
+from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, list_folders, select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
-from ns8_imapsync.imap.messages import (
-    AppendRefused,
-    append_message,
-    as_text,
-    clean_flags,
-    file_chunks,
-    mailbox_arg,
-    uid_fetch,
-    uid_search_all,
-    uid_sets,
-)
-from ns8_imapsync.sync import folderpairs
+from ns8_imapsync.imap.messages import as_text, chunked, clean_flags, uid_fetch, uid_search_all, uid_sets
+from ns8_imapsync.sync import deletion, folderpairs
 from ns8_imapsync.sync import syncstate as ss
 from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
+from ns8_imapsync.sync.engine import HeartbeatFn
 from ns8_imapsync.sync.plan import SyncPlan, read_password
-from ns8_imapsync.sync.report import Progress, ProgressFn, RunReport, Side
+from ns8_imapsync.sync.report import FolderTally, Progress, ProgressFn, RunReport, Side
+from ns8_imapsync.sync.transfer import Copier, Placed, Source
 
 # above LARGE_MESSAGE a message is spooled to disk in CHUNK_SIZE partial FETCHes;
 # body FETCHes (and progress events) go by reads.BODY_BATCH_* messages and bytes
 LARGE_MESSAGE, CHUNK_SIZE = reads.LARGE_MESSAGE, reads.CHUNK_SIZE
 SAVE_INTERVAL = 2.0  # seconds between state writes during a folder
+FLAG_STORE_BATCH = 500  # messages per flag STORE: a refusal costs only these baselines
 MAX_ERROR_LINES = 50
 
 SEEN, DELETED = "\\Seen", "\\Deleted"
@@ -157,17 +160,6 @@ class _Job:
         return int(self.status1.get(b"SIZE", 0))
 
 
-@dataclass
-class _Msg:
-    """A host1 message to place on host2."""
-
-    uid: int
-    flags: tuple[str, ...]
-    size: int
-    date: datetime | None
-    key: str = ""
-
-
 class NativeEngine:
     """Engine ``native``: see the module docstring for the rules it keeps.
 
@@ -192,17 +184,19 @@ class NativeEngine:
         self.after_append = after_append
         self.stats: Counter[str] = Counter()
 
-    def run(self, plan: SyncPlan, progress: ProgressFn, stop: threading.Event, log) -> RunReport:
+    def run(self, plan: SyncPlan, progress: ProgressFn, stop: threading.Event, log,
+            heartbeat: HeartbeatFn | None = None) -> RunReport:
         self.stats = Counter()
-        return _Run(self, plan, progress, stop, log).execute()
+        return _Run(self, plan, progress, stop, log, heartbeat).execute()
 
 
 class _Run:
     """One run: sessions, state, counters and the report (keeps NativeEngine stateless)."""
 
     def __init__(self, engine: NativeEngine, plan: SyncPlan, progress: ProgressFn,
-                 stop: threading.Event, log: Callable[[str], None]) -> None:
+                 stop: threading.Event, log: Callable[[str], None], heartbeat: HeartbeatFn | None) -> None:
         self.engine = engine
+        self.heartbeat = heartbeat  # bytes moved on either session: the watchdog's sign of life
         self.plan = plan
         self.progress_fn = progress
         self.stop = stop
@@ -223,6 +217,11 @@ class _Run:
         self.found = folderpairs.Discovery([], [], [], "/")
         self.status2: dict[str, dict] = {}  # last STATUS of each host2 folder
         self.touched2: set[str] = set()  # host2 folders changed since their last STATUS
+        self.no_deletions: set[str] = set()  # host2 folders whose remote listing was incomplete
+        self.local_folders: list[Folder] | None = None  # LIST of host2, read when Sieve deletions need it
+        self.limits = reads.Limits(engine.large_message, engine.chunk_size)
+        self.fresh: set[int] = set()  # this folder: remote UIDs placed by this run (no flag sync for them)
+        self.unsettled = 0  # this folder: copies stored whose local UID could not be found back
 
     # ---- plumbing --------------------------------------------------------------
     def log(self, line: str) -> None:
@@ -333,6 +332,8 @@ class _Run:
             raise _Fatal(error_class, describe(exc, self.plan.target, pw2)) from exc
         self.c1.normalise_times = False  # keep INTERNALDATE's own offset
         self.c2.normalise_times = False
+        for client in (self.c1, self.c2):
+            wire.instrument(client, self.heartbeat)
 
     def _finish(self, elapsed: float) -> None:
         for side, client in (("h1", self.h1), ("h2", self.h2)):
@@ -350,6 +351,7 @@ class _Run:
                 r.error_class = "stopped"
             elif r.errors:
                 r.error_class = "message_errors"
+        r.require_complete()
         r.exit_code = 0 if not r.error_class else 1
         self.log(
             f"native sync ended in {elapsed:.1f}s: {r.copied} copied ({r.copied_bytes} bytes), "
@@ -388,8 +390,6 @@ class _Run:
 
     def _prepare_sessions(self) -> None:
         c1, c2 = self.c1, self.c2
-        if not c2.has_capability("UIDPLUS"):
-            raise _Fatal("engine_error", f"the local server {self.plan.target.where} lacks UIDPLUS")
         if self.sieve and not c2.has_capability("FILTER=SIEVE"):
             raise _Fatal("sieve_unavailable",
                          f"the local server {self.plan.target.where} does not offer FILTER=SIEVE")
@@ -408,6 +408,8 @@ class _Run:
         self.found = found
         assert self.state is not None
         self.state.drop_folders_except({f.raw_text for f in found.folders1})
+        for problem in found.problems:  # a folder the run could not decide about: not a success
+            self.error(problem)
         jobs = [_Job(p.folder, p.target, {}) for p in found.pairs]
         self.log(f"{len(jobs)} folder(s) to sync of {len(found.folders1)} on the remote server")
         return jobs
@@ -515,13 +517,16 @@ class _Run:
         assert self.state is not None
         fs = self.state.folder(job.key, job.folder.name, job.target)
         self.h1_modified = False
+        self.unsettled = 0
         if self._unchanged(job, fs):
             self.stats["folders.unchanged"] += 1
+            handled = len(fs.entries)
             if not self.inbox:
                 self.report.skipped += job.messages
+            self.report.folders.append(FolderTally(job.folder.name, handled if self.inbox else job.messages,
+                                                   handled))
             if self.plan.delete_remote and fs.entries:
                 self._select_h1(job, readonly=False)
-                self._select_h2(job)
                 self._delete_remote(job, fs)
                 if self.h1_modified:
                     fs.h1 = self._h1_snapshot_after(job, fs.h1)
@@ -530,8 +535,11 @@ class _Run:
         self._full_sync(job, fs)
 
     def _unchanged(self, job: _Job, fs: ss.FolderState) -> bool:
-        """True when both sides' counters equal those of the last complete sync."""
+        """True when both sides' counters equal those of the last complete sync,
+        and the record accounts for every remote message."""
         if fs.h1 is None or fs.h2 is None or job.status2 is None or fs.h1.modseq is None:
+            return False
+        if not self.inbox and len(fs.entries) != job.messages:
             return False
         s1 = ss.Snapshot(int(job.status1.get(b"UIDVALIDITY", 0)), int(job.status1.get(b"UIDNEXT", 0)),
                          job.messages, int(job.status1.get(b"HIGHESTMODSEQ", 0)) or None)
@@ -552,35 +560,44 @@ class _Run:
             fs.entries.clear()
             fs.uidvalidity = snap1.uidvalidity
             fs.forget_snapshots()
-        h1flags = self._h1_flags(fs, snap1)
+        listing = self._h1_listing(job, fs, snap1)
         fs.forget_snapshots()  # until this folder is complete again
         self._reconcile(job)
-        if not self.inbox:
-            for uid in [u for u, e in fs.entries.items() if e.note == ss.GONE]:
-                del fs.entries[uid]  # the local copy went away: copy it again (as imapsync does)
-        for uid in [u for u in fs.entries if u not in h1flags]:
-            del fs.entries[uid]  # expunged on the remote
-        candidates = sorted(
-            u for u, flags in h1flags.items()
-            if u not in fs.entries and not (self.inbox and SEEN in flags)
-        )
-        if not self.inbox:
-            self.report.skipped += len(h1flags) - len(candidates)  # placed by an earlier run
-        fresh: set[int] = set()
-        msgs = self._h1_meta(candidates, h1flags)
-        to_copy = self._claim(job, fs, msgs, fresh)
-        self._copy(job, fs, to_copy, fresh)
+        responsible = self._place(job, fs, listing)
+        self.report.folders.append(FolderTally(job.folder.name, len(responsible),
+                                               len(responsible & set(fs.entries)) + self.unsettled))
         if self.stop.is_set():
             return
         if self.sieve:
             self._filter_pending(job, fs)
         if not self.inbox:
-            self._sync_flags(fs, h1flags, fresh)
-        if self.plan.delete_remote:
+            self._sync_flags(fs, listing.flags, self.fresh)
+        if self.plan.delete_remote and job.target not in self.no_deletions:
             self._delete_remote(job, fs)
-        if len(self.report.errors) == errors_before:
+        if len(self.report.errors) == errors_before and not self.unsettled:
             fs.h1 = self._h1_snapshot_after(job, snap1)
             fs.h2 = self._h2_snapshot(job)
+
+    def _place(self, job: _Job, fs: ss.FolderState, listing: reads.Listing) -> set[int]:
+        """Claim or copy every remote message the run is responsible for; returns
+        those messages (the folder's, or in inbox mode the unseen and the handled
+        ones), without the ones that vanished meanwhile."""
+        h1flags = listing.flags
+        if not self.inbox:
+            for uid in [u for u, e in fs.entries.items() if e.note == ss.GONE]:
+                del fs.entries[uid]  # the local copy went away: copy it again (as imapsync does)
+        for uid in [u for u in fs.entries if u not in h1flags and u not in listing.missing]:
+            del fs.entries[uid]  # expunged on the remote
+        responsible = {u for u, flags in h1flags.items()
+                       if u in fs.entries or not (self.inbox and SEEN in flags)}
+        candidates = sorted(u for u in responsible if u not in fs.entries)
+        if not self.inbox:
+            self.report.skipped += len(h1flags) - len(candidates)  # placed by an earlier run
+        self.fresh = set()
+        msgs, gone = self._h1_meta(job, candidates, h1flags)
+        to_copy = self._claim(job, fs, msgs, self.fresh)
+        gone += self._copy(job, fs, to_copy, self.fresh)
+        return responsible - set(gone)
 
     def _select_h1(self, job: _Job, readonly: bool) -> dict:
         self.stats["h1.select"] += 1
@@ -590,11 +607,15 @@ class _Run:
         self.stats["h2.select"] += 1
         return self.c2.select_folder(job.target)
 
-    def _h1_flags(self, fs: ss.FolderState, snap1: ss.Snapshot) -> dict[int, tuple[str, ...]]:
-        """host1 UID -> flags of every message; only the changed ones when CONDSTORE allows."""
+    def _h1_listing(self, job: _Job, fs: ss.FolderState, snap1: ss.Snapshot) -> reads.Listing:
+        """host1 UID -> flags of every message; only the changed ones when CONDSTORE allows.
+
+        A full listing that misses messages the folder has (a server dropping
+        FETCH items) is kept, but every deletion of the folder's target is
+        disabled for this run and the folder is not recorded as synced."""
         prev = fs.h1
         if snap1.messages == 0:
-            return {}
+            return reads.Listing({}, True, set())
         if (prev is not None and prev.modseq and snap1.modseq and prev.uidvalidity == snap1.uidvalidity
                 and prev.uidnext == snap1.uidnext and prev.messages == snap1.messages):
             # same UIDs as at the last complete sync: only flags changed
@@ -602,10 +623,15 @@ class _Run:
             flags = {uid: e.flags for uid, e in fs.entries.items()}
             changed = uid_fetch(self.c1, "1:*", "(UID FLAGS)", f"(CHANGEDSINCE {prev.modseq})")
             flags.update({uid: clean_flags(item.get(b"FLAGS", ())) for uid, item in changed.items()})
-            return flags
+            return reads.Listing(flags, True, set())
         self.stats["h1.fetch_flags"] += 1
-        listing = uid_fetch(self.c1, "1:*", "(UID FLAGS)")
-        return {uid: clean_flags(item.get(b"FLAGS", ())) for uid, item in listing.items()}
+        listing = reads.folder_listing(self.c1, snap1.messages)
+        if not listing.complete:
+            self.no_deletions.add(job.target)
+            self.error(f"folder {job.folder.name}: the remote server listed {len(listing.flags)} of the "
+                       f"{len(listing.flags) + len(listing.missing)} messages it has; nothing of this folder "
+                       "is deleted in this run, and it is checked again next run")
+        return listing
 
     def _reconcile(self, job: _Job) -> None:
         """SELECT the host2 folder and bring the state's UID -> key map in line with it."""
@@ -637,12 +663,19 @@ class _Run:
             self.stats[f"{side}.{what}"] += 1
         return count
 
+    def _copy_counter(self, what: str) -> None:
+        """Copier counts: APPENDs are host2's commands, reads host1's."""
+        self.stats[f"h2.{what}" if what.startswith("append") else f"h1.{what}"] += 1
+
     def _fetch_meta(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int],
                     items: str) -> dict[int, dict]:
         return reads.fetch_meta(client, uids, items, self._counter(side))
 
     def _keys(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int]) -> dict[int, str]:
-        """Identity keys of messages (header signature, else content hash)."""
+        """Identity keys of local messages (header signature, else content hash).
+
+        A local message that cannot be read stays without a key: it is never
+        claimed nor deleted, and the remote message it might stand for is copied."""
         meta = self._fetch_meta(client, side, uids, f"(UID RFC822.SIZE {HEADER_FETCH.decode()})")
         keys: dict[int, str] = {}
         keyless: dict[int, int] = {}
@@ -653,48 +686,61 @@ class _Run:
                 keys[uid] = signature
             else:
                 keyless[uid] = int(item.get(b"RFC822.SIZE", 0))
-        keys.update(self._content_keys(client, side, keyless))
+        keys.update(self._content_keys(client, side, keyless, {}))
         return keys
 
-    def _h1_meta(self, uids: Sequence[int], h1flags: dict[int, tuple[str, ...]]) -> list[_Msg]:
-        """Size, date and key of the host1 messages not yet placed on host2."""
+    def _h1_meta(self, job: _Job, uids: Sequence[int],
+                 h1flags: dict[int, tuple[str, ...]]) -> tuple[list[Source], list[int]]:
+        """Size, date and key of the host1 messages not yet placed on host2, and
+        the UIDs that vanished meanwhile. A message the server lists but does not
+        describe, or whose content cannot be read, is an error, not "gone"."""
         if not uids:
-            return []
+            return [], []
         meta = self._fetch_meta(self.c1, "h1", uids,
                                 f"(UID RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
-        msgs: list[_Msg] = []
+        msgs: list[Source] = []
         keyless: dict[int, int] = {}
         for uid in uids:
             item = meta.get(uid)
             if item is None:
-                continue  # expunged meanwhile
+                continue
             header = header_from_fetch(item)
-            msg = _Msg(uid, h1flags.get(uid, ()), int(item.get(b"RFC822.SIZE", 0)), item.get(b"INTERNALDATE"),
-                       (header_signature(header) if header is not None else None) or "")
+            msg = Source(uid, h1flags.get(uid, ()), int(item.get(b"RFC822.SIZE", 0)), item.get(b"INTERNALDATE"),
+                         (header_signature(header) if header is not None else None) or "")
             if not msg.key:
                 keyless[uid] = msg.size
             msgs.append(msg)
+        gone = self._undelivered(job, [u for u in uids if u not in meta])
         if keyless:
-            keys = self._content_keys(self.c1, "h1", keyless)
+            refused: dict[int, str] = {}
+            keys = self._content_keys(self.c1, "h1", keyless, refused)
+            for uid in sorted(refused):
+                self.error(f"{job.folder.name}/{uid} ({keyless[uid]} bytes) could not be read: {refused[uid]}")
+            gone += self._undelivered(job, [u for u in keyless if u not in keys and u not in refused])
             for msg in msgs:
                 msg.key = msg.key or keys.get(msg.uid, "")
             msgs = [m for m in msgs if m.key]
-        return msgs
+        return msgs, gone
 
-    def _content_keys(self, client: imapclient.IMAPClient, side: str, sizes: dict[int, int]) -> dict[int, str]:
-        limits = reads.Limits(self.engine.large_message, self.engine.chunk_size)
-        return reads.content_keys(client, sizes, limits, self._counter(side))
+    def _undelivered(self, job: _Job, uids: Sequence[int]) -> list[int]:
+        """Of messages a reply left out: the ones gone meanwhile (returned); the
+        ones still in the folder are errors, so the folder is looked at again."""
+        if not uids:
+            return []
+        still = reads.still_listed(self.c1, uids)
+        for uid in sorted(still):
+            self.error(f"{job.folder.name}/{uid}: the remote server lists this message but did not deliver it")
+        gone = sorted(set(uids) - still)
+        if gone:
+            self.log(f"folder {job.folder.name}: {len(gone)} message(s) expunged on the remote server meanwhile")
+        return gone
 
-    def _fetch_bodies(self, client: imapclient.IMAPClient, side: str, uids: Sequence[int]) -> dict[int, bytes]:
-        return reads.fetch_bodies(client, uids, self._counter(side))
-
-    def _read_chunks(self, client: imapclient.IMAPClient, side: str, uid: int,
-                     sink: Callable[[bytes], object]) -> bool:
-        """Feed a message to ``sink`` by partial FETCHes; False if it vanished."""
-        return reads.read_chunks(client, uid, sink, self.engine.chunk_size, self._counter(side))
+    def _content_keys(self, client: imapclient.IMAPClient, side: str, sizes: dict[int, int],
+                      refused: dict[int, str]) -> dict[int, str]:
+        return reads.content_keys(client, sizes, self.limits, self._counter(side), refused=refused)
 
     # ---- placing messages --------------------------------------------------------
-    def _claim(self, job: _Job, fs: ss.FolderState, msgs: list[_Msg], fresh: set[int]) -> list[_Msg]:
+    def _claim(self, job: _Job, fs: ss.FolderState, msgs: list[Source], fresh: set[int]) -> list[Source]:
         """Match host1 messages to unclaimed host2 messages with the same key; the rest is to copy."""
         assert self.state is not None
         ts = self.state.target_state(job.target)
@@ -703,7 +749,7 @@ class _Run:
         for uid in sorted(ts.keys):
             if uid not in claimed:
                 pool[ts.keys[uid]].append(uid)
-        to_copy: list[_Msg] = []
+        to_copy: list[Source] = []
         found: list[int] = []
         for msg in msgs:
             if pool.get(msg.key):
@@ -717,69 +763,67 @@ class _Run:
             self._mark_seen(found)
         return to_copy
 
-    def _copy(self, job: _Job, fs: ss.FolderState, msgs: list[_Msg], fresh: set[int]) -> None:
-        assert self.state is not None
-        ts = self.state.target_state(job.target)
-        mailbox = mailbox_arg(job.target)
-        sizes = {m.uid: m.size for m in msgs}
-        by_uid = {m.uid: m for m in msgs}
-        large = self.engine.large_message
-        for batch_uids in reads.body_batches([m.uid for m in msgs], sizes):
-            if self.stop.is_set():
-                return
-            small = [u for u in batch_uids if sizes[u] <= large]
-            bodies = self._fetch_bodies(self.c1, "h1", small) if small else {}
-            placed: list[int] = []
-            for uid in batch_uids:
-                if self.stop.is_set():
-                    break
-                msg = by_uid[uid]
-                h2uid = self._copy_one(job, msg, mailbox, bodies.pop(uid, None), uid in small)
-                if h2uid is None:
-                    continue
-                note = ss.SIEVE_PENDING if self.sieve else ss.COPIED
-                fs.entries[uid] = ss.Entry(h2uid, msg.flags, note)
-                ts.keys[h2uid] = msg.key
-                fresh.add(uid)
-                placed.append(uid)
-                self.report.copied += 1
-                self.report.copied_bytes += msg.size
-                self.prog.messages_done += 1
-                self.prog.bytes_done += msg.size
-                self.appends += 1
-                if self.engine.after_append is not None:
-                    self.engine.after_append(self.appends)
-            if placed and self.sieve:
+    def _copy(self, job: _Job, fs: ss.FolderState, msgs: list[Source], fresh: set[int]) -> list[int]:
+        """APPEND the messages no local message stands for (``transfer``); returns
+        the remote UIDs that vanished meanwhile."""
+        def placed_now(p: Placed) -> None:
+            self._count_copy(p.msg)
+            self._record_copy(job, fs, p, fresh)
+
+        copier = Copier(self.c1, self.c2, self.limits, Path(self.plan.workdir), count=self._copy_counter,
+                        stop=self.stop, on_chunk=self._chunk_done, on_placed=placed_now)
+        gone: list[int] = []
+        for outcome in copier.batches(job.folder.name, job.target, msgs, self._copy_flags):
+            for p in outcome.found_back:
+                self.unsettled -= 1
+                self._record_copy(job, fs, p, fresh)
+            gone += outcome.gone
+            for line in copier.errors:
+                self.error(line)
+            copier.errors.clear()
+            recorded = [p.msg.uid for p in outcome.placed if p.uid is not None]
+            if recorded and self.sieve:
                 self.save_state(force=True)  # the FILTER must be known to be pending first
-                self._filter(job, fs, [fs.entries[u] for u in placed])
-            if placed and self.inbox:
+                self._filter(job, fs, [fs.entries[u] for u in recorded])
+            if outcome.placed and self.inbox:
                 self.save_state(force=True)
-                self._mark_seen(placed)
+                self._mark_seen([p.msg.uid for p in outcome.placed])
             self.save_state()
             self.emit()
+        return gone
 
-    def _copy_one(self, job: _Job, msg: _Msg, mailbox: bytes, body: bytes | None, small: bool) -> int | None:
-        """APPEND one host1 message to the SELECTed host2 folder; its host2 UID, or None."""
-        flags = [f for f in msg.flags if not (self.inbox and f == DELETED)]
-        try:
-            if small:
-                if body is None:
-                    self.log(f"{job.folder.name}/{msg.uid}: gone from the remote server during the copy")
-                    return None
-                self.stats["h2.append"] += 1
-                return append_message(self.c2, mailbox, flags, msg.date, len(body), [body])
-            with tempfile.TemporaryFile(dir=self.plan.workdir) as spool:
-                if not self._read_chunks(self.c1, "h1", msg.uid, spool.write):
-                    self.log(f"{job.folder.name}/{msg.uid}: gone from the remote server during the copy")
-                    return None
-                size = spool.tell()
-                spool.seek(0)
-                self.stats["h2.append"] += 1
-                self.stats["h2.append_streamed"] += 1
-                return append_message(self.c2, mailbox, flags, msg.date, size, file_chunks(spool, self.engine.chunk_size))
-        except AppendRefused as exc:
-            self.error(f"{job.folder.name}/{msg.uid} ({msg.size} bytes) could not be copied: {exc}")
-            return None
+    def _copy_flags(self, msg: Source) -> list[str]:
+        return [f for f in msg.flags if not (self.inbox and f == DELETED)]
+
+    def _chunk_done(self, size: int) -> None:
+        """Progress inside a large message (its bytes are not counted again once placed)."""
+        self.prog.bytes_done += size
+        self.emit()
+
+    def _count_copy(self, msg: Source) -> None:
+        self.report.copied += 1
+        self.report.copied_bytes += msg.size
+        self.prog.messages_done += 1
+        if msg.size <= self.limits.large_message:
+            self.prog.bytes_done += msg.size
+        self.appends += 1
+        if self.engine.after_append is not None:
+            self.engine.after_append(self.appends)
+
+    def _record_copy(self, job: _Job, fs: ss.FolderState, p: Placed, fresh: set[int]) -> None:
+        """Remember an acknowledged copy at once (a crash right after loses nothing).
+
+        A copy whose local UID is not known yet (no UIDPLUS) is not recorded
+        until it is found back by identity; one never found back is left to the
+        next run, which finds it by identity, and the folder is not marked
+        complete meanwhile."""
+        assert self.state is not None
+        if p.uid is None:
+            self.unsettled += 1
+            return
+        fs.entries[p.msg.uid] = ss.Entry(p.uid, p.msg.flags, ss.SIEVE_PENDING if self.sieve else ss.COPIED)
+        self.state.target_state(job.target).keys[p.uid] = p.msg.key
+        fresh.add(p.msg.uid)
 
     def _mark_seen(self, h1uids: Sequence[int]) -> None:
         """Inbox mode: the message is on host2, so it is no longer new on host1."""
@@ -799,6 +843,8 @@ class _Run:
 
         An original already ``\\Deleted`` was filed by an earlier FILTER (copies are
         appended without ``\\Deleted`` in inbox mode), so it is not filtered twice.
+        Whatever the script did (file, discard, keep), the remote message is
+        deleted later only if a copy of it is found (``deletion``).
         """
         assert self.state is not None
         ts = self.state.target_state(job.target)
@@ -818,9 +864,9 @@ class _Run:
                     self.log(f"WARNING the Sieve filter failed, messages stay in INBOX: {as_text(data[0] or b'')}")
             # whatever the reply, what the script filed away is what it marked \Deleted
             filed |= self._deleted_h2({u: by_h2[u] for u in todo})
-        if filed:
-            for uidset in uid_sets(filed):
-                self.c2.uid_expunge(uidset)
+        if filed and not expunge_uids(self.c2, filed):
+            self.log("INBOX: the local server lacks UIDPLUS and other messages are marked deleted: "
+                     "the originals the Sieve script filed stay marked \\Deleted")
         for h2uid, entry in by_h2.items():
             if h2uid in filed:
                 ts.keys.pop(h2uid, None)
@@ -839,76 +885,75 @@ class _Run:
         return out
 
     def _sync_flags(self, fs: ss.FolderState, h1flags: dict[int, tuple[str, ...]], fresh: set[int]) -> None:
-        """Apply to host2 the flag changes host1 made since the last sync (module docstring)."""
-        adds: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        removes: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        """Apply to host2 the flag changes host1 made since the last sync (module docstring).
+
+        A message's baseline moves to host1's flags only once every STORE it
+        needed was acknowledged: a refused STORE or a dropped connection keeps
+        the old baseline, so the change is sent again by the next run."""
+        stores: dict[tuple[bool, tuple[str, ...]], list[int]] = defaultdict(list)  # (add?, flags) -> h2 UIDs
+        todo: dict[int, tuple[ss.Entry, tuple[str, ...], int]] = {}  # h2 UID -> (entry, new flags, STOREs left)
         for uid, entry in fs.entries.items():
             now = h1flags.get(uid)
             if uid in fresh or entry.h2uid is None or now is None:
                 continue
             old = set(entry.flags)
-            add = set(now) - old - {DELETED}
-            remove = old - set(now) - {SEEN, DELETED}
-            if add:
-                adds[tuple(sorted(add))].append(entry.h2uid)
-            if remove:
-                removes[tuple(sorted(remove))].append(entry.h2uid)
+            add = tuple(sorted(set(now) - old - {DELETED}))
+            remove = tuple(sorted(old - set(now) - {SEEN, DELETED}))
+            if not add and not remove:
+                entry.flags = now  # nothing to send: the new baseline holds
+                continue
+            for is_add, flags in ((True, add), (False, remove)):
+                if flags:
+                    stores[(is_add, flags)].append(entry.h2uid)
+            todo[entry.h2uid] = (entry, now, bool(add) + bool(remove))
+        refused = 0
+        for (is_add, flags), uids in stores.items():
+            store = self.c2.add_flags if is_add else self.c2.remove_flags
+            for part in chunked(sorted(uids), FLAG_STORE_BATCH):
+                self.stats["h2.store"] += 1
+                try:
+                    store(next(uid_sets(part)), list(flags), silent=True)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error as exc:
+                    refused += len(part)
+                    self.error(f"flags of {len(part)} local message(s) could not be updated: {exc}")
+                    continue
+                for h2uid in part:
+                    self._flag_store_done(todo, h2uid)
+        self.report.flags_updated += len(todo) - sum(1 for _e, _n, left in todo.values() if left)
+
+    def _flag_store_done(self, todo: dict[int, tuple[ss.Entry, tuple[str, ...], int]], h2uid: int) -> None:
+        entry, now, left = todo[h2uid]
+        todo[h2uid] = (entry, now, left - 1)
+        if left - 1 == 0:
             entry.flags = now
-        touched: set[int] = set()
-        for groups, store in ((adds, self.c2.add_flags), (removes, self.c2.remove_flags)):
-            for flags, uids in groups.items():
-                for uidset in uid_sets(uids):
-                    self.stats["h2.store"] += 1
-                    store(uidset, list(flags), silent=True)
-                touched.update(uids)
-        self.report.flags_updated += len(touched)
 
     # ---- deletions ---------------------------------------------------------------
     def _delete_remote(self, job: _Job, fs: ss.FolderState) -> None:
-        """Expunge on host1 the messages whose copy is on host2 (and old enough)."""
-        assert self.state is not None
-        ts = self.state.target_state(job.target)
-        candidates = {u: e for u, e in fs.entries.items() if e.note == ss.FILED or e.h2uid in ts.keys}
+        """Expunge on host1 the messages whose copy is on host2 right now (``deletion``)."""
+        candidates = dict(fs.entries)
         if self.plan.delete_remote_older > 0 and candidates:
-            cutoff = (datetime.now(UTC) - timedelta(days=self.plan.delete_remote_older)).date()
-            old = self._search_h1_before(cutoff)
+            self.stats["h1.search"] += 1
+            old = deletion.older_than(self.c1, self.plan.delete_remote_older)
             candidates = {u: e for u, e in candidates.items() if u in old}
         if not candidates:
             return
-        # verified right now: the copy is still in the host2 folder
-        wanted = {e.h2uid for e in candidates.values() if e.h2uid is not None}
-        present: set[int] = set()
-        for uidset in uid_sets(wanted):
-            present.update(self.c2.search(["UID", uidset]))
-        verified = sorted(u for u, e in candidates.items() if e.note == ss.FILED or e.h2uid in present)
-        if not verified:
-            return
-        for uidset in uid_sets(verified):
-            self.stats["h1.store"] += 1
-            self.c1.add_flags(uidset, [DELETED], silent=True)
-        self.h1_modified = True
-        if self.c1.has_capability("UIDPLUS"):
-            for uidset in uid_sets(verified):
-                self.c1.uid_expunge(uidset)
-        elif self._only_ours_deleted(verified):
-            self.c1.expunge()
-        else:
-            self.log(f"folder {job.folder.name}: the remote server lacks UIDPLUS and other messages are "
-                     "marked deleted there: verified messages were marked \\Deleted, not expunged")
-            return
-        for uid in verified:
-            del fs.entries[uid]
-        self.report.deleted_host1 += len(verified)
-        self.log(f"folder {job.folder.name}: {len(verified)} verified message(s) deleted on the remote server")
+        hints = {u: e.h2uid for u, e in candidates.items() if e.h2uid is not None}
+        wanted = deletion.remote_wanted(self.c1, sorted(candidates), self.limits, hints)
+        places = deletion.places_for(job.target, self._local_folders(), self.sieve)
+        outcome = deletion.delete_verified(self.c1, self.c2, job.folder, wanted, places, self.limits, self.log)
+        if outcome.deleted or outcome.held:
+            self.h1_modified = True
+        for uid in outcome.uids:
+            fs.entries.pop(uid, None)
+        self.report.deleted_host1 += outcome.deleted
 
-    def _search_h1_before(self, cutoff: date) -> set[int]:
-        self.stats["h1.search"] += 1
-        return set(self.c1.search(["BEFORE", cutoff]))
-
-    def _only_ours_deleted(self, ours: Sequence[int]) -> bool:
-        """Without UIDPLUS, EXPUNGE would also remove others' \\Deleted messages: check none exist."""
-        deleted = set(self.c1.search(["DELETED"]))
-        return deleted <= set(ours)
+    def _local_folders(self) -> list[Folder]:
+        """host2's folders now (Sieve may have created some during the run), listed once."""
+        if self.local_folders is None:
+            self.local_folders = list_folders(self.c2) if self.sieve else []
+        return self.local_folders
 
     def _delete_local(self, jobs: list[_Job]) -> None:
         """Remove host2 messages and folders absent on host1, unless the brake trips."""
@@ -947,9 +992,10 @@ class _Run:
         self.stats["h2.select"] += 1
         self.touched2.add(target)
         self.c2.select_folder(target)
-        for uidset in uid_sets(uids):
-            self.c2.add_flags(uidset, [DELETED], silent=True)
-            self.c2.uid_expunge(uidset)
+        if not expunge_uids(self.c2, uids):
+            self.log(f"folder {target}: the local server lacks UIDPLUS and other messages are marked "
+                     f"deleted: {len(uids)} local message(s) absent on the remote server were marked \\Deleted")
+            return
         ts = self.state.target_state(target)
         for uid in uids:
             ts.keys.pop(uid, None)

@@ -32,8 +32,12 @@ class SyncPlan:
     delete_local_max_share: float = 0.5  # the brake: refuse to delete more than this share of a folder
     sieve_enabled: bool = False  # inbox mode: FILTER SIEVE DELIVERY on host2 after the copy
     workdir: Path = Path(".")  # per-task engine state (e.g. <name>.native.json) lives here
-    maxage_days: int | None = None  # imapsync engine only: incremental window
     gmail: bool = False  # the source is Gmail (imapsync --gmail1)
+
+    @property
+    def local_user(self) -> str:
+        """The local mailbox this run writes to (host2 is logged in as ``<user>*vmail``)."""
+        return self.target.user.rsplit("*", 1)[0]
 
     @classmethod
     def from_task(cls, task: Task, tasks_dir: Path, mail_host: str, mail_port: int) -> SyncPlan:

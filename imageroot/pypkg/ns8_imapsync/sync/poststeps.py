@@ -14,25 +14,26 @@ Before the run (``precheck``)
 
 After the run (``after_run``); every message is checked on the servers, never
 taken from imapsync's output alone:
-    * inbox mode: each UNSEEN host1 INBOX message whose identity (imapsync's
-      header signature) is in the host2 INBOX is marked ``\\Seen`` on host1, so the
-      next run's ``--search1=UNSEEN`` never offers it again;
+    * completion (``completion``): each synced folder is compared by identity
+      (the native engine's multiset rule) and what imapsync left out -- messages
+      with neither Message-Id nor Received, the second of two identical
+      messages -- is appended; each folder's tally goes into the report;
+    * inbox mode: each UNSEEN host1 INBOX message whose identity is in the host2
+      INBOX is marked ``\\Seen`` on host1, so the next run's ``--search1=UNSEEN``
+      never offers it again;
     * Sieve: the host2 INBOX copies made by this run (their host2 UIDs come from
-      imapsync's ``copied to`` lines), plus any left pending by an interrupted
-      run, go through ``UID FILTER SIEVE DELIVERY``; the originals the script
-      filed elsewhere (it marks them ``\\Deleted``) are expunged.  Messages that
-      were ``\\Deleted`` before the filter are never expunged by us.  Pending UIDs
-      are kept in ``<task>.sieve.json`` until filtered, so a crash or a stop
-      between the copy and the filter is finished by the next run;
-    * delete_remote_older N: in each synced folder, host1 messages older than N
-      days (SEARCH BEFORE) whose identity is in the mapped host2 folder (with
-      Sieve, in any host2 folder: the script may have filed it) are deleted
-      (UID EXPUNGE).  imapsync keeps INTERNALDATE, so the host2 copies
-      are searched in the same date window (plus two days for time zones).
-      Matching is a multiset: two identical host1 messages need two copies.
-
-Messages with neither Message-Id nor Received have no signature: imapsync
-skips them, and so these steps never mark or delete them.
+      imapsync's ``copied to`` lines and from the completion), plus any left
+      pending by an interrupted run, go through ``UID FILTER SIEVE DELIVERY``;
+      the originals the script filed elsewhere (it marks them ``\\Deleted``) are
+      expunged.  Messages that were ``\\Deleted`` before the filter are never
+      expunged by us.  Pending UIDs are kept in ``<task>.sieve.json`` until
+      filtered, so a crash or a stop between the copy and the filter is finished
+      by the next run;
+    * delete_remote / delete_remote_older N (imapsync gets no ``--delete1``):
+      the one deletion rule of both engines (``deletion``): a host1 message (in
+      inbox mode, one that was unseen, i.e. this run's business; with N, older
+      than N days) is deleted only while its copy is found on the local server
+      -- in the mapped folder, or with Sieve in any local folder.
 """
 
 from __future__ import annotations
@@ -44,26 +45,24 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import imapclient
 
 from ns8_imapsync.files import write_atomic
+from ns8_imapsync.imap import reads, wire
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
-from ns8_imapsync.imap.folders import Folder, always_excluded, folder_arg, folder_encoding, select_folder
-from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, list_folders, select_folder
 from ns8_imapsync.imap.messages import clean_flags, uid_fetch, uid_search_all, uid_sets
-from ns8_imapsync.imap.reads import fetch_meta
-from ns8_imapsync.sync import folderpairs
+from ns8_imapsync.sync import completion, deletion, folderpairs
 from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
+from ns8_imapsync.sync.engine import HeartbeatFn
 from ns8_imapsync.sync.imapsync_output import CopiedMessage
 from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import RunReport
 
 SEEN, DELETED = "\\Seen", "\\Deleted"
-DATE_MARGIN = timedelta(days=2)  # host2 date window slack: BEFORE ignores time zones
 # the run already failed to log in or connect: the post-steps would fail the same way
 SESSION_FAILURES = {"bad_user_credentials", "bad_master_credentials", "Check_hostname_or_tcp_port",
                     "SSL_encryption_error", "STARTTLS_not_allowed_use_IMAPS", "validation_failed"}
@@ -86,8 +85,9 @@ class Sessions:
 
 
 @contextlib.contextmanager
-def sessions(plan: SyncPlan) -> Iterator[Sessions]:
-    """Both sessions, or StepFailed with the error class a run would report."""
+def sessions(plan: SyncPlan, heartbeat: HeartbeatFn | None = None) -> Iterator[Sessions]:
+    """Both sessions, or StepFailed with the error class a run would report;
+    ``heartbeat`` hears of every byte moved (the run's watchdog)."""
     try:
         pw1, pw2 = read_password(plan.source_password_file), read_password(plan.target_password_file)
     except OSError as exc:
@@ -105,6 +105,8 @@ def sessions(plan: SyncPlan) -> Iterator[Sessions]:
             if error_class == BAD_USER_CREDENTIALS:
                 error_class = "bad_master_credentials"
             raise StepFailed(error_class, describe(exc, plan.target, pw2)) from exc
+        for client in (c1, c2):
+            wire.instrument(client, heartbeat)
         yield Sessions(c1, c2)
     finally:
         close_quietly(c2)
@@ -115,8 +117,9 @@ def needs_precheck(plan: SyncPlan) -> bool:
     return plan.sieve_enabled or (plan.delete_local and plan.folder_mode != "inbox")
 
 
-def needs_after_run(plan: SyncPlan) -> bool:
-    return plan.folder_mode == "inbox" or plan.delete_remote_older > 0
+def limits_of(plan: SyncPlan) -> reads.Limits:
+    """Read bounds of the post-steps (the native engine's defaults)."""
+    return reads.Limits()
 
 
 def _failed(error_class: str, errors: list[str]) -> RunReport:
@@ -167,17 +170,6 @@ def _brake_on_counts(s: Sessions, plan: SyncPlan, log: Log) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- after
-def signatures(client: imapclient.IMAPClient, uids: Iterable[int]) -> dict[int, str]:
-    """imapsync's identity of each message of the selected folder that has one."""
-    out: dict[int, str] = {}
-    for uid, item in fetch_meta(client, sorted(set(uids)), f"(UID {HEADER_FETCH.decode()})").items():
-        header = header_from_fetch(item)
-        signature = header_signature(header) if header is not None else None
-        if signature:
-            out[uid] = signature
-    return out
-
-
 def verified(wanted: dict[int, str], present: Iterable[str]) -> list[int]:
     """The UIDs of ``wanted`` whose identity has a copy in ``present``, one copy each."""
     available = Counter(present)
@@ -190,28 +182,54 @@ def verified(wanted: dict[int, str], present: Iterable[str]) -> list[int]:
 
 
 def after_run(plan: SyncPlan, report: RunReport, copied: Sequence[CopiedMessage], log: Log,
-              stop: threading.Event) -> None:
-    """Run the post-steps the plan needs and record what they did in ``report``.
+              stop: threading.Event, heartbeat: HeartbeatFn | None = None) -> None:
+    """Run the post-steps and record what they did in ``report``.
 
     A failure here is added to the report's errors (and sets its error class if
     the run had none); it never undoes what imapsync copied.  After a stop the
     inbox steps still run (a few commands: the copies made so far are marked and
-    filtered), the age deletion does not.
+    filtered); the completion and the deletions do not.
     """
-    if not needs_after_run(plan) or report.error_class in SESSION_FAILURES:
+    if report.error_class in SESSION_FAILURES:
         return
+    inbox = plan.folder_mode == "inbox"
     try:
-        with sessions(plan) as s:
-            if plan.folder_mode == "inbox":
+        with sessions(plan, heartbeat) as s:
+            unseen = _unseen_inbox(s) if inbox else set()  # before marking: this run's business
+            done = None
+            if not stop.is_set():
+                done = completion.complete(s.c1, s.c2, plan, log, stop, limits_of(plan))
+                _record_completion(report, done, log)
+            if inbox:
                 mark_seen(s, report, log)
                 if plan.sieve_enabled:
-                    filter_copies(s, plan, copied, report, log)
-            if plan.delete_remote_older > 0 and not stop.is_set():
-                delete_old_verified(s, plan, report, log)
+                    filter_copies(s, plan, [*copied, *(done.appended if done else [])], report, log)
+            if plan.delete_remote and done is not None and not stop.is_set():
+                delete_remote_verified(s, plan, done, unseen, report, log)
     except StepFailed as exc:
         _record(report, exc.error_class, str(exc), log)
     except (imaplib.IMAP4.error, OSError) as exc:
         _record(report, "connection_lost", f"a post-sync step failed: {exc}", log)
+    report.require_complete()
+
+
+def _unseen_inbox(s: Sessions) -> set[int]:
+    s.c1.select_folder("INBOX", readonly=True)
+    return set(s.c1.search(["UNSEEN"]))
+
+
+def _record_completion(report: RunReport, done: completion.Completion, log: Log) -> None:
+    for line in done.errors:
+        log(f"ERROR {line}")
+    report.errors.extend(done.errors)
+    if done.errors and not report.error_class:
+        report.error_class = "message_errors"
+        report.exit_code = report.exit_code or 1
+    report.folders = done.tallies
+    report.copied += len(done.appended)
+    report.copied_bytes += done.copied_bytes
+    report.host2.messages += len(done.appended)
+    report.host2.bytes += done.copied_bytes
 
 
 def _record(report: RunReport, error_class: str, text: str, log: Log) -> None:
@@ -223,14 +241,19 @@ def _record(report: RunReport, error_class: str, text: str, log: Log) -> None:
 
 
 def mark_seen(s: Sessions, report: RunReport, log: Log) -> int:
-    """Inbox mode: UNSEEN host1 INBOX messages that are in the host2 INBOX become \\Seen on host1."""
+    """Inbox mode: UNSEEN host1 INBOX messages that are in the host2 INBOX become \\Seen on host1.
+
+    Identity as everywhere else (header signature, or content hash for a
+    message with neither header), so a copy made by the completion step is
+    marked too."""
+    limits = reads.Limits()
     s.c1.select_folder("INBOX")
     unseen = s.c1.search(["UNSEEN"])
     if not unseen:
         return 0
-    wanted = signatures(s.c1, unseen)
+    wanted = {uid: m.identity for uid, m in reads.identify(s.c1, unseen, limits).items()}
     s.c2.select_folder("INBOX", readonly=True)
-    present = signatures(s.c2, uid_search_all(s.c2)).values()
+    present = [m.identity for m in reads.identify(s.c2, sorted(uid_search_all(s.c2)), limits).values()]
     done = verified(wanted, present)
     for uidset in uid_sets(done):
         s.c1.add_flags(uidset, [SEEN], silent=True)
@@ -307,50 +330,25 @@ def filter_copies(s: Sessions, plan: SyncPlan, copied: Sequence[CopiedMessage], 
     return len(filed)
 
 
-def _old_copies(client: imapclient.IMAPClient, folders: Iterable[str], before: date) -> list[str]:
-    """Signatures of the host2 messages of ``folders`` with an INTERNALDATE before ``before``."""
-    out: list[str] = []
-    for folder in folders:
-        select_folder(client, folder, readonly=True)
-        copies = client.search(["BEFORE", before])
-        if copies:
-            out.extend(signatures(client, copies).values())
-    return out
+def delete_remote_verified(s: Sessions, plan: SyncPlan, done: completion.Completion, unseen: set[int],
+                           report: RunReport, log: Log) -> int:
+    """delete_remote[_older]: expunge on host1 what has a copy on host2 now (``deletion``).
 
-
-def delete_old_verified(s: Sessions, plan: SyncPlan, report: RunReport, log: Log) -> int:
-    """delete_remote_older: expunge on host1 old messages whose copy is on host2."""
-    cutoff = (datetime.now(UTC) - timedelta(days=plan.delete_remote_older)).date()
-    found = folderpairs.discover(s.c1, s.c2, plan, lambda _line: None)
-    existing2 = {f.name for f in found.folders2} | {"INBOX"}
+    Folders where the completion met a problem (an incomplete listing, a
+    message it could not read) are left alone for this run."""
+    limits = limits_of(plan)
+    local = list_folders(s.c2) if plan.sieve_enabled else []
     total = 0
-    for pair in found.pairs:
-        if pair.target not in existing2:
+    for pair in done.pairs:
+        if pair.folder.raw_text in done.incomplete:
+            log(f"folder {pair.folder.name}: nothing deleted on the remote server in this run (see the errors)")
             continue
         select_folder(s.c1, pair.folder)
-        old = s.c1.search(["BEFORE", cutoff])
-        if not old:
-            continue
-        wanted = signatures(s.c1, old)
-        # with Sieve a copy may have been filed in any local folder, not only INBOX
-        places = [f.name for f in found.folders2 if not always_excluded(f.name, f.delimiter or None)] \
-            if plan.sieve_enabled else [pair.target]
-        done = verified(wanted, _old_copies(s.c2, places, cutoff + DATE_MARGIN))
-        if not done:
-            continue
-        for uidset in uid_sets(done):
-            s.c1.add_flags(uidset, [DELETED], silent=True)
-        if s.c1.has_capability("UIDPLUS"):
-            for uidset in uid_sets(done):
-                s.c1.uid_expunge(uidset)
-        elif set(s.c1.search(["DELETED"])) <= set(done):
-            s.c1.expunge()
-        else:
-            log(f"folder {pair.folder.name}: the remote server lacks UIDPLUS and other messages are marked "
-                "deleted there: verified messages were marked \\Deleted, not expunged")
-            continue
-        total += len(done)
-        log(f"folder {pair.folder.name}: {len(done)} message(s) older than {plan.delete_remote_older} days, "
-            "verified on the local server, deleted on the remote server")
+        uids = unseen if plan.folder_mode == "inbox" else uid_search_all(s.c1)
+        if plan.delete_remote_older > 0 and uids:
+            uids = uids & deletion.older_than(s.c1, plan.delete_remote_older)
+        wanted = deletion.remote_wanted(s.c1, sorted(uids), limits)
+        places = deletion.places_for(pair.target, local, plan.sieve_enabled)
+        total += deletion.delete_verified(s.c1, s.c2, pair.folder, wanted, places, limits, log).deleted
     report.deleted_host1 += total
     return total

@@ -29,6 +29,10 @@ ERROR_CLASSES = {
 }
 
 
+MAX_FOLDER_LINES = 20  # error lines naming short folders
+MAX_FOLDER_RECORDS = 200  # folders kept in a status record (a server may have thousands)
+
+
 @dataclass
 class Progress:
     folder: str = ""  # host1 folder being synced
@@ -48,6 +52,25 @@ class Side:
 
 
 @dataclass
+class FolderTally:
+    """One remote folder at the end of a run: how many of its messages the run was
+    responsible for, and how many of those are on the local server.
+
+    "On the local server" means found there by the engine's own acknowledged
+    record (native) or by identity after the run (imapsync's completion step);
+    a message the user's Sieve script filed elsewhere or discarded was delivered
+    and counts as found."""
+
+    folder: str
+    listed: int
+    found: int
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.listed - self.found)
+
+
+@dataclass
 class RunReport:
     host1: Side = field(default_factory=Side)  # found on the remote (selected folders)
     host2: Side = field(default_factory=Side)  # found on the local server at the end
@@ -59,13 +82,40 @@ class RunReport:
     deleted_host2: int = 0
     folders_created: int = 0
     folders_deleted_host2: int = 0
+    folders: list[FolderTally] = field(default_factory=list)  # every synced remote folder
     errors: list[str] = field(default_factory=list)  # one line each, never a password
     error_class: str = ""  # key of ERROR_CLASSES; "" when the run succeeded
     exit_code: int = 0  # 0 = success; imapsync's code for that engine; see syncctl for native
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.error_class
+        return self.exit_code == 0 and not self.error_class and not self.missing
+
+    @property
+    def listed(self) -> int:
+        return sum(t.listed for t in self.folders)
+
+    @property
+    def found(self) -> int:
+        return sum(t.found for t in self.folders)
+
+    @property
+    def missing(self) -> int:
+        return sum(t.missing for t in self.folders)
+
+    def require_complete(self) -> None:
+        """A run that left remote messages off the local server is not a success:
+        name each folder short of messages (the engines call this last, the run
+        control once more; calling it twice says nothing twice)."""
+        short = [t for t in self.folders if t.missing]
+        for t in short[:MAX_FOLDER_LINES]:
+            line = f"folder {t.folder}: {t.missing} of {t.listed} remote message(s) are not on the local server"
+            if line not in self.errors:  # called by the engine and again by the run: say it once
+                self.errors.append(line)
+        if short and not self.error_class:
+            self.error_class = "message_errors"
+        if short and not self.exit_code:
+            self.exit_code = 1
 
     @property
     def reason(self) -> str:
@@ -79,6 +129,12 @@ class RunReport:
         d = asdict(self)
         d["reason"] = self.reason
         return d
+
+    def tally_record(self) -> dict:
+        """What the status and history keep: totals, and the folders (short ones first)."""
+        folders = sorted(self.folders, key=lambda t: (-t.missing, t.folder))[:MAX_FOLDER_RECORDS]
+        return {"listed": self.listed, "found": self.found,
+                "folders": [{"folder": t.folder, "listed": t.listed, "found": t.found} for t in folders]}
 
 
 ProgressFn = Callable[[Progress], None]

@@ -5,6 +5,12 @@ final status, so no second run can start while the first is queued, running
 or still exiting. It then waits for a node-wide slot and a per-remote-host
 slot (slot locks in `.slots/`, oldest queued first), runs the engine with a
 watchdog, and records status, progress, history, log and a journal line.
+
+The locks are inheritable: engine children (imapsync) hold them too, so a
+task whose run was killed still counts as running while one of its
+children lives, and `stop_run` and the watchdog end every process of a run
+(`sync.lockholders`) before its end is recorded. The task log is 0600 and
+every line of it, like the status reason, has the task's passwords masked.
 """
 
 from __future__ import annotations
@@ -17,11 +23,15 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
 from ns8_imapsync import runstate
 from ns8_imapsync.runstate import RunStatus, TaskFiles
 from ns8_imapsync.statedir import StateDir
+from ns8_imapsync.sync import lockholders
+from ns8_imapsync.sync.activity import Activity, poll_interval
 from ns8_imapsync.sync.plan import SyncPlan
+from ns8_imapsync.sync.redact import Redactor
 from ns8_imapsync.sync.report import Progress, RunReport
 
 PROGRESS_EVERY = 1.0  # seconds between progress file writes
@@ -48,8 +58,18 @@ def host_slot_prefix(host: str) -> str:
     return "host-" + re.sub(r"[^a-z0-9.-]", "_", host.lower())
 
 
+def mailbox_slot_prefix(local_user: str) -> str:
+    """One run per local mailbox: two tasks writing into one mailbox at once would
+    race (both see a message missing and both copy it; both CREATE a folder and
+    imapsync fails on ALREADYEXISTS)."""
+    return "mailbox-" + re.sub(r"[^a-z0-9_.-]", "_", local_user.lower())
+
+
 class Slots:
-    """Counting semaphores made of lock files: the kernel frees a dead run's slot."""
+    """Counting semaphores made of lock files: the kernel frees a dead run's slot.
+
+    Inheritable, like the task lock: an imapsync that outlives its run still
+    counts against the caps until it is gone."""
 
     def __init__(self, tasks_dir: Path):
         self.dir = tasks_dir / ".slots"
@@ -67,15 +87,20 @@ class Slots:
                 return fd
         return None
 
-    def take(self, host: str, node_cap: int, host_cap: int) -> bool:
-        node_fd = self._take("node", node_cap)
-        if node_fd is None:
-            return False
-        host_fd = self._take(host_slot_prefix(host), host_cap)
-        if host_fd is None:
-            os.close(node_fd)
-            return False
-        self.held = [node_fd, host_fd]
+    def take(self, host: str, node_cap: int, host_cap: int, local_user: str) -> bool:
+        """A node slot, a slot for the remote host and the local mailbox's only one, or none."""
+        held: list[int] = []
+        for prefix, count in (("node", node_cap), (host_slot_prefix(host), host_cap),
+                              (mailbox_slot_prefix(local_user), 1)):
+            fd = self._take(prefix, count)
+            if fd is None:
+                for taken in held:
+                    os.close(taken)
+                return False
+            held.append(fd)
+        for fd in held:
+            os.set_inheritable(fd, True)
+        self.held = held
         return True
 
     def release(self) -> None:
@@ -108,20 +133,6 @@ def journal(line: str) -> None:
             f.write(line + "\n")
     except OSError:
         pass
-
-
-def incremental_window(history: list[dict], folder_mode: str, now: float) -> int | None:
-    """imapsync's --maxage for this run: the days since the last successful run
-    in the same folder mode, plus one day of margin (--maxage compares the Date:
-    header, and clocks differ); None (a full pass) after a mode change, a
-    failure-only history or a first run. The native engine keeps its own
-    per-folder state and needs no window."""
-    for entry in reversed(history):
-        if entry.get("state") == "succeeded" and entry.get("started"):
-            if entry.get("folder_mode") != folder_mode:
-                return None
-            return int((now - float(entry["started"])) // 86400) + 2
-    return None
 
 
 def get_engine(name: str):
@@ -160,10 +171,13 @@ class Run:
         self.stop = threading.Event()
         self.engine = engine
         self.stall_after = setting("SYNC_STALL_SECONDS", 900)
-        self.last_progress = time.monotonic()
+        self.activity = Activity()  # progress events and engine heartbeats
         self.stalled = False
         self.engine_returned = threading.Event()
+        self.redact = Redactor.for_plan(plan)
         self._last_write = 0.0
+        self._end_lock = threading.Lock()  # the run's end is recorded once: by the run or by its watchdog
+        self._ended = False
         self.status = RunStatus()
 
     # ---- the phases ---------------------------------------------------------
@@ -176,6 +190,7 @@ class Run:
         if self.from_queue and not taken:  # stopped while queued, or started by someone else
             os.close(lock)
             return None
+        os.set_inheritable(lock, True)  # engine children hold it too (sync.lockholders)
         try:  # lead our own process group, so stop can end engine children too
             os.setpgid(0, 0)
         except PermissionError:  # already a session leader (detached start)
@@ -196,7 +211,7 @@ class Run:
         host_cap = setting("SYNC_MAX_PER_HOST", 4)
         while not self.stop.is_set():
             if not older_waiters(self.state, self.plan.task_name, queued_at) and \
-                    slots.take(self.plan.source.host, node_cap, host_cap):
+                    slots.take(self.plan.source.host, node_cap, host_cap, self.plan.local_user):
                 break
             self.stop.wait(0.5)
         if self.stop.is_set():
@@ -217,25 +232,21 @@ class Run:
         self.status.started = time.time()
         self.status.engine = self.engine.name
         self.status.folder_mode = self.plan.folder_mode
-        if self.engine.name == "imapsync" and self.plan.folder_mode != "inbox":
-            self.plan.maxage_days = incremental_window(runstate.read_history(self.tf), self.plan.folder_mode,
-                                                       self.status.started)
         self._write_status()
-        watchdog = threading.Thread(target=self._watchdog, daemon=True)
-        watchdog.start()
-        with open(self.tf.log, "w", encoding="utf-8", errors="replace") as logf:
+        try:
+            logf = open_task_log(self.tf.log)
+        except OSError as exc:
+            return self._finish(RunReport(error_class="engine_error", exit_code=1,
+                                          errors=[f"the task log could not be opened: {exc.strerror or exc}"]))
+        self.activity.touch()  # the time spent queued is not idleness
+        threading.Thread(target=self._watchdog, daemon=True).start()
+        with logf:
             def log(line: str) -> None:
-                logf.write(line.rstrip("\n") + "\n")
+                logf.write(self.redact(line.rstrip("\n")) + "\n")
                 logf.flush()
 
             log(f"run of {self.plan.task_name} with the {self.engine.name} engine ({self.trigger})")
-            try:
-                report = self.engine.run(self.plan, self._on_progress, self.stop, log)
-            except Exception as exc:  # an engine bug must still end as a recorded failure
-                log(f"engine error: {type(exc).__name__}: {exc}")
-                report = RunReport(error_class="engine_error", exit_code=1, errors=[f"{type(exc).__name__}"])
-            finally:
-                self.engine_returned.set()
+            report = self._engine_report(log)
             log(f"end: {report.reason}")
         if self.stalled:
             report.error_class = "stalled"
@@ -244,32 +255,51 @@ class Run:
             report.error_class, report.exit_code = "stopped", 143
         return self._finish(report)
 
+    def _engine_report(self, log) -> RunReport:
+        """The engine's report; an engine bug must still end as a recorded failure."""
+        try:
+            return self.engine.run(self.plan, self._on_progress, self.stop, log,
+                                   heartbeat=self.activity.heartbeat)
+        except Exception as exc:
+            log(f"engine error: {type(exc).__name__}: {exc}")  # log() masks the passwords
+            return RunReport(error_class="engine_error", exit_code=1, errors=[f"{type(exc).__name__}"])
+        finally:
+            self.engine_returned.set()
+
     def _finish(self, report: RunReport) -> RunStatus:
-        st = self.status
-        st.ended = time.time()
-        st.exit_code = report.exit_code
-        st.error_class = report.error_class
-        st.reason = report.reason
-        st.copied, st.skipped = report.copied, report.skipped
-        if report.ok:
-            st.state = "succeeded"
-        elif report.error_class in ("stopped", "stalled"):
-            st.state = report.error_class
-        else:
-            st.state = "failed"
-        self._write_status()
-        runstate.append_history(self.tf, st)
-        self.tf.progress.unlink(missing_ok=True)
-        took = f"{st.ended - st.started:.0f}s" if st.started else "-"
-        journal(f"imapsync task {self.plan.task_name}: {st.state} in {took}, exit {st.exit_code}: {st.reason}")
-        return st
+        with self._end_lock:
+            if self._ended:  # the watchdog (or the run) recorded it already
+                return self.status
+            self._ended = True
+            report.require_complete()  # whatever the engine said: mail left behind is no success
+            st = self.status
+            st.ended = time.time()
+            st.exit_code = report.exit_code
+            st.error_class = report.error_class
+            st.reason = self.redact(report.reason)
+            st.copied, st.skipped = report.copied, report.skipped
+            if report.folders:
+                tally = report.tally_record()
+                st.listed, st.found, st.folders = tally["listed"], tally["found"], tally["folders"]
+            if report.ok:
+                st.state = "succeeded"
+            elif report.error_class in ("stopped", "stalled"):
+                st.state = report.error_class
+            else:
+                st.state = "failed"
+            self._write_status()
+            runstate.append_history(self.tf, st)
+            self.tf.progress.unlink(missing_ok=True)
+            took = f"{st.ended - st.started:.0f}s" if st.started else "-"
+            journal(f"imapsync task {self.plan.task_name}: {st.state} in {took}, exit {st.exit_code}: {st.reason}")
+            return st
 
     # ---- helpers -------------------------------------------------------------
     def _write_status(self, **extra: object) -> None:
         runstate.write_status(self.tf, self.status, **extra)
 
     def _on_progress(self, p: Progress) -> None:
-        self.last_progress = time.monotonic()
+        self.activity.touch()
         now = time.time()
         if now - self._last_write < PROGRESS_EVERY and p.messages_done < p.messages_total:
             return
@@ -283,85 +313,100 @@ class Run:
         runstate.write_progress(self.tf, record)
 
     def _watchdog(self) -> None:
-        while not self.stop.wait(5):
-            if time.monotonic() - self.last_progress > self.stall_after:
-                self.stalled = True
-                self.stop.set()
-                if self.engine_returned.wait(setting("SYNC_STOP_GRACE", 30)):
-                    return  # the run ends normally, recorded as stalled
-                # the engine did not return: record it and end the process
-                self.status.state = "stalled"
-                self._finish(RunReport(error_class="stalled", exit_code=1,
-                                       errors=[f"no progress for {self.stall_after}s"]))
-                os._exit(1)
+        """Ends a run with no sign of life (no progress, no heartbeat) for SYNC_STALL_SECONDS."""
+        while not self.stop.wait(poll_interval(self.stall_after)):
+            if self.activity.idle_seconds() > self.stall_after:
+                self._end_stalled()
+                return
+
+    def _end_stalled(self) -> None:
+        self.stalled = True
+        self.stop.set()
+        if self.engine_returned.wait(setting("SYNC_STOP_GRACE", 30)):
+            return  # the run ends normally, recorded as stalled
+        # the engine did not return: end its children (they hold our lock) first, then record and exit
+        if not lockholders.end(self.tf.lock, spare={os.getpid()}):
+            os._exit(1)  # a child outlived SIGKILL: the task shows running until it is gone, then crashed
+        self._finish(RunReport(error_class="stalled", exit_code=1,
+                               errors=[f"no activity for {self.stall_after}s"]))
+        os._exit(1)
+
+
+def open_task_log(path: Path) -> IO[str]:
+    """The task log, truncated: 0600 from the first byte (an older, wider one is
+    narrowed), never written through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# ---- stop -----------------------------------------------------------------------
+
+STOPPED_IN_QUEUE = "the run was stopped before it started (queued)"
+STOPPED_KILLED = "the run was stopped (killed after the grace period)"
+STOPPED_UNRECORDED = "the run was stopped (it exited without recording its end)"
+ENQUEUE_PATIENCE = 0.3  # seconds: a start holds the task lock for a few milliseconds to queue
+KILL_WAIT = 10.0  # seconds for killed processes to be gone
 
 
 def stop_run(state: StateDir, name: str, grace: float | None = None) -> str:
-    """Stop a task's run and wait until it has exited; never leaves it half-alive."""
+    """Stop a task's run, or its queued start, and return once nothing of it is left.
+
+    A queued start is taken out under the task lock, which `syncctl start`
+    holds while it queues: a stop and a start of one task are serialised, so
+    a start either is stopped by a stop that runs after it or is queued after
+    it, never lost in between. A run (the lock holder) gets SIGTERM and the
+    grace period (``SYNC_STOP_GRACE``, 30 s); then every process holding the
+    task lock -- the run, its imapsync, their children -- is killed, and the
+    end is recorded only once all are gone."""
     tf = TaskFiles(state.tasks_dir, name)
-    stopped_in_queue = runstate.dequeue(state.tasks_dir, name) and _record_stopped_in_queue(tf)
-    if not runstate.lock_held(tf.lock):
-        return "stopped" if stopped_in_queue else "not running"
+    if not tf.lock.exists() and not runstate.is_queued(tf.tasks_dir, name):
+        return "not running"  # never started, nor being queued right now (a start creates the lock first)
     grace = setting("SYNC_STOP_GRACE", 30) if grace is None else grace
     deadline = time.monotonic() + grace
-    pid = None
-    while time.monotonic() < deadline and runstate.lock_held(tf.lock):
-        if pid is None:  # a run that just took its lock may not have written its record yet
-            st = runstate.read_status(tf)
-            if st.state in runstate.ACTIVE_STATES and st.pid:  # never the pid of a finished run
-                pid = st.pid
-                _signal_group(pid, signal.SIGTERM)
+    asked = False
+    while True:
+        outcome = _settle(tf, asked)
+        if outcome is not None:
+            return outcome
+        if time.monotonic() >= deadline:
+            break
+        asked = asked or _ask_run_to_stop(tf)
         time.sleep(0.1)
-    if runstate.lock_held(tf.lock) and pid:
-        _signal_group(pid, signal.SIGKILL)
-        end = time.monotonic() + 10
-        while time.monotonic() < end and runstate.lock_held(tf.lock):
-            time.sleep(0.1)
-    if runstate.lock_held(tf.lock):
-        return "still running"
-    after = runstate.read_status(tf)
-    if after.state == "crashed":  # killed: record the stop ourselves, under the lock
-        fd = runstate.acquire(tf.lock)
-        if fd is not None:
-            try:
-                after.state, after.error_class, after.exit_code = "stopped", "stopped", 143
-                after.reason = "the run was stopped (killed after the grace period)"
-                after.ended = time.time()
-                runstate.write_status(tf, after)
-                runstate.append_history(tf, after)
-            finally:
-                os.close(fd)
-    return "stopped"
+    lockholders.end(tf.lock, timeout=KILL_WAIT)
+    return _settle(tf, asked=True, killed=True) or "still running"
 
 
-STOPPED_IN_QUEUE = "the run was stopped before it started (queued)"
-
-
-def _record_stopped_in_queue(tf: TaskFiles) -> bool:
-    """A queue entry has no process to record its own end: do it, under the task lock."""
-    fd = runstate.acquire(tf.lock)
-    if fd is None:  # a run took it meanwhile: it records its own end
+def _ask_run_to_stop(tf: TaskFiles) -> bool:
+    """SIGTERM to the run's group, once its record names it: a run that just took
+    its lock may not have written its record yet, and a pid from an older record
+    (a crashed run) is signalled only if that process really holds the lock."""
+    st = runstate.read_record(tf)
+    if st.state not in runstate.ACTIVE_STATES or not st.pid:
         return False
+    return lockholders.signal_holder(st.pid, tf.lock, signal.SIGTERM) is not None
+
+
+def _settle(tf: TaskFiles, asked: bool, killed: bool = False) -> str | None:
+    """Under the task lock, so no start nor run interleaves: take a queued start
+    out, record the end of a run that could not record it; None while a run
+    (not just a start queuing) holds the lock."""
+    fd = runstate.acquire(tf.lock, patience=ENQUEUE_PATIENCE)
+    if fd is None:
+        return None
     try:
-        st = runstate.read_status(tf)
-        if st.state not in ("queued", "crashed"):
-            return False
-        st.state, st.error_class, st.exit_code, st.reason = "stopped", "stopped", 143, STOPPED_IN_QUEUE
-        st.ended = time.time()
-        runstate.write_status(tf, st)
-        runstate.append_history(tf, st)
-        return True
+        dequeued = runstate.dequeue(tf.tasks_dir, tf.name)
+        st = runstate.read_record(tf)  # active while we hold the lock: nobody will record its end
+        if st.state in runstate.ACTIVE_STATES and (dequeued or asked):
+            reason = STOPPED_IN_QUEUE if dequeued else STOPPED_KILLED if killed else STOPPED_UNRECORDED
+            st.state, st.error_class, st.exit_code, st.reason = "stopped", "stopped", 143, reason
+            st.ended = time.time()
+            runstate.write_status(tf, st)
+            runstate.append_history(tf, st)
+        return "stopped" if dequeued or asked else "not running"
     finally:
         os.close(fd)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """The run leads its own process group (engine children included); never
-    signal a group the run does not lead (crond's, for instance)."""
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -1,0 +1,209 @@
+"""The imapsync engine's completion step: what stock imapsync leaves out, copied by us.
+
+imapsync 2.229 skips a message with neither Message-Id nor Received (it prints
+``ignored (no wanted headers)``) and copies only one of several identical
+messages of a folder, yet ends with exit code 0.  After its run, each synced
+folder pair is compared by identity as a multiset -- the native engine's rule:
+n remote messages with one identity need n local ones -- and exactly what is
+missing is appended, with its flags and INTERNALDATE, by the same copier the
+native engine uses.  What cannot be copied is named in the run's errors, and
+each folder's tally (remote messages the run answers for, and how many of them
+are now on the local server) goes into the report, so a run short of mail is
+never ``succeeded``.
+
+The folders and their local names come from ``folderpairs`` (the native
+engine's mapping), so both engines end with the same mailbox.  In inbox mode
+only the unseen remote INBOX messages are the run's business (imapsync was
+given ``--search1=UNSEEN``), and a copy never gets ``\\Deleted``.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import imapclient
+
+from ns8_imapsync.imap import reads
+from ns8_imapsync.imap.folders import select_folder
+from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+from ns8_imapsync.imap.messages import clean_flags, uid_search_all
+from ns8_imapsync.sync import folderpairs
+from ns8_imapsync.sync.folderpairs import FolderPair
+from ns8_imapsync.sync.imapsync_output import CopiedMessage
+from ns8_imapsync.sync.plan import SyncPlan
+from ns8_imapsync.sync.report import FolderTally
+from ns8_imapsync.sync.transfer import Copier, Source
+
+Log = Callable[[str], object]
+SEEN, DELETED = "\\Seen", "\\Deleted"
+
+
+@dataclass
+class Completion:
+    tallies: list[FolderTally] = field(default_factory=list)
+    appended: list[CopiedMessage] = field(default_factory=list)  # the Sieve step filters INBOX ones
+    copied_bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+    incomplete: set[str] = field(default_factory=set)  # remote folders (raw) with a problem: no deletion there
+    pairs: list[FolderPair] = field(default_factory=list)
+
+
+def complete(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, plan: SyncPlan, log: Log,
+             stop: threading.Event, limits: reads.Limits) -> Completion:
+    """Compare every synced folder and append what imapsync did not copy."""
+    found = folderpairs.discover(c1, c2, plan, lambda _line: None)
+    done = Completion(errors=list(found.problems), pairs=found.pairs)
+    existing = {f.name for f in found.folders2} | {"INBOX"}
+    for pair in found.pairs:
+        if stop.is_set():
+            break
+        errors_before = len(done.errors)
+        try:
+            _complete_folder(c1, c2, pair, plan, done, limits, stop, existing)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            done.errors.append(f"folder {pair.folder.name}: the completion check failed: {exc}")
+        if len(done.errors) > errors_before:
+            done.incomplete.add(pair.folder.raw_text)
+    added = len(done.appended)
+    if added:
+        log(f"completion: {added} message(s) imapsync did not copy were appended "
+            f"({done.copied_bytes} bytes)")
+    return done
+
+
+def _complete_folder(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, pair: FolderPair, plan: SyncPlan,
+                     done: Completion, limits: reads.Limits, stop: threading.Event, existing: set[str]) -> None:
+    inbox = plan.folder_mode == "inbox"
+    sources, trouble = _remote_messages(c1, pair, inbox, limits, done)
+    if pair.target not in existing:
+        c2.create_folder(pair.target)  # imapsync could not create it: our copies need it
+        existing.add(pair.target)
+    c2.select_folder(pair.target)
+    missing = _missing(c2, sources, limits, dated=inbox)
+    copier = Copier(c1, c2, limits, Path(plan.workdir), stop=stop)
+    placed = gone = 0
+    flags_of = (lambda m: [f for f in m.flags if f != DELETED]) if inbox else (lambda m: list(m.flags))
+    for outcome in copier.batches(pair.folder.name, pair.target, missing, flags_of):
+        for p in outcome.placed:
+            done.appended.append(CopiedMessage(pair.folder.raw_text, p.msg.uid, p.msg.size, pair.target, p.uid))
+            done.copied_bytes += p.msg.size
+            placed += 1
+        gone += len(outcome.gone)
+    done.errors.extend(copier.errors)
+    listed = len(sources) + trouble - gone
+    done.tallies.append(FolderTally(pair.folder.name, listed, len(sources) - len(missing) + placed))
+
+
+def _remote_messages(c1: imapclient.IMAPClient, pair: FolderPair, inbox: bool, limits: reads.Limits,
+                     done: Completion) -> tuple[list[Source], int]:
+    """The remote messages the run answers for, identified; and how many more it
+    answers for but could not read (each named in ``done.errors``)."""
+    info = select_folder(c1, pair.folder, readonly=True)
+    exists = int(info.get(b"EXISTS", 0))
+    if inbox:
+        uids = sorted(c1.search(["UNSEEN"])) if exists else []
+    else:
+        listing = reads.folder_listing(c1, exists) if exists else reads.Listing({}, True, set())
+        if not listing.complete:
+            done.errors.append(f"folder {pair.folder.name}: the remote server listed {len(listing.flags)} of "
+                               f"the {len(listing.flags) + len(listing.missing)} messages it has")
+        uids = sorted(listing.flags)
+    if not uids:
+        return [], 0
+    meta = reads.fetch_meta(c1, uids, f"(UID FLAGS RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
+    sources: list[Source] = []
+    keyless: dict[int, int] = {}
+    for uid in uids:
+        item = meta.get(uid)
+        if item is None:
+            continue
+        header = header_from_fetch(item)
+        key = (header_signature(header) if header is not None else None) or ""
+        src = Source(uid, clean_flags(item.get(b"FLAGS", ())), int(item.get(b"RFC822.SIZE", 0)),
+                     item.get(b"INTERNALDATE"), key)
+        if not key:
+            keyless[uid] = src.size
+        sources.append(src)
+    trouble = _undelivered(c1, pair, [u for u in uids if u not in meta], done)
+    if keyless:
+        refused: dict[int, str] = {}
+        keys = reads.content_keys(c1, keyless, limits, refused=refused)
+        for uid in sorted(refused):
+            done.errors.append(f"{pair.folder.name}/{uid} ({keyless[uid]} bytes) could not be read: {refused[uid]}")
+        trouble += len(refused) + _undelivered(c1, pair, [u for u in keyless if u not in keys and u not in refused],
+                                               done)
+        for src in sources:
+            src.key = src.key or keys.get(src.uid, "")
+        sources = [s for s in sources if s.key]
+    return sources, trouble
+
+
+def _undelivered(c1: imapclient.IMAPClient, pair: FolderPair, uids: Sequence[int], done: Completion) -> int:
+    """Of messages a reply left out, the ones still in the folder: each an error
+    (their count is returned); the others were expunged meanwhile."""
+    if not uids:
+        return 0
+    still = reads.still_listed(c1, uids)
+    for uid in sorted(still):
+        done.errors.append(f"{pair.folder.name}/{uid}: the remote server lists this message but did not deliver it")
+    return len(still)
+
+
+def _missing(c2: imapclient.IMAPClient, sources: Sequence[Source], limits: reads.Limits,
+             dated: bool) -> list[Source]:
+    """The remote messages without a local counterpart in the selected folder (multiset).
+
+    ``dated`` (inbox mode) also matches the INTERNALDATE, which every copy
+    keeps: the local INBOX holds copies of remote messages already delivered
+    (now seen, so not among ``sources``), and one of them must not pass for an
+    unseen twin delivered at another moment."""
+    if not sources:
+        return []
+    pool: dict[tuple, int] = defaultdict(int)
+    for key in _local_keys(c2, sources, limits, dated):
+        pool[key] += 1
+    out = []
+    for src in sorted(sources, key=lambda s: s.uid):
+        key = (src.key, _stamp(src.date) if dated else None)
+        if pool[key] > 0:
+            pool[key] -= 1
+        else:
+            out.append(src)
+    return out
+
+
+def _stamp(when: object) -> int | None:
+    return int(when.timestamp()) if isinstance(when, datetime) else None
+
+
+def _local_keys(c2: imapclient.IMAPClient, sources: Sequence[Source], limits: reads.Limits,
+                dated: bool) -> list[tuple]:
+    """(identity, INTERNALDATE or None) of the selected local folder's messages.
+
+    Content hashes (downloads) are computed only for local messages without
+    either header, and only when some remote message has no header either."""
+    uids = sorted(uid_search_all(c2))
+    if not uids:
+        return []
+    meta = reads.fetch_meta(c2, uids, f"(UID RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
+    out: list[tuple] = []
+    keyless: dict[int, int] = {}
+    for uid, item in meta.items():
+        header = header_from_fetch(item)
+        signature = header_signature(header) if header is not None else None
+        if signature:
+            out.append((signature, _stamp(item.get(b"INTERNALDATE")) if dated else None))
+        else:
+            keyless[uid] = int(item.get(b"RFC822.SIZE", 0))
+    if keyless and any(s.key.startswith("sha256:") for s in sources):
+        for uid, key in reads.content_keys(c2, keyless, limits).items():
+            out.append((key, _stamp(meta[uid].get(b"INTERNALDATE")) if dated else None))
+    return out

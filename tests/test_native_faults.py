@@ -1,0 +1,259 @@
+"""The native engine against servers that misbehave, through the loopback fault
+proxy (``faultproxy.py``) in front of the real Dovecots: nothing lost, nothing
+doubled, nothing deleted on the strength of a partial answer, and a run that
+could not copy a message says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from faultproxy import FaultProxy
+from localnode import corpus, dovecot
+from localnode.imap_pair import REMOTE_OF, Pair, running_pair
+from mailboxes import mailbox
+from ns8_imapsync.imap.connection import Endpoint, open_session
+from ns8_imapsync.sync.native import NativeEngine
+from ns8_imapsync.sync.plan import SyncPlan
+from ns8_imapsync.sync.report import RunReport
+from runproc import start_run, write_passwords
+
+PORT_BASE = int(os.environ.get("NATIVE_FAULTS_TEST_PORT_BASE", "25500"))
+USER = "user03"  # dave@remote.test -> u3
+ENGINE_KW = dict(large_message=100_000, chunk_size=64_000)  # the chunked path on a small corpus
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    with running_pair(PORT_BASE) as started:
+        yield started
+
+
+@pytest.fixture
+def filled(pair: Pair) -> Pair:
+    dovecot.wipe(pair.cfg.remote, REMOTE_OF[USER])
+    dovecot.wipe(pair.cfg.mail1, "u3")
+    corpus.fill(pair.cfg.remote, REMOTE_OF[USER], pair.password(USER), seed=7, count=40, large=1,
+                large_size=300_000)
+    return pair
+
+
+@pytest.fixture
+def remote_proxy(pair: Pair) -> Iterator[FaultProxy]:
+    with FaultProxy(pair.remote_host, pair.remote_imap) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def local_proxy(pair: Pair) -> Iterator[FaultProxy]:
+    m = pair.cfg.mail1
+    with FaultProxy(m.host, m.imap_port, source_host=m.host) as proxy:
+        yield proxy
+
+
+def make_plan(pair: Pair, tmp: Path, **options: object) -> SyncPlan:
+    for name, secret in (("remote.pwd", pair.password(USER)), ("vmail.pwd", pair.master_pass)):
+        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+    return SyncPlan(task_name="u3_fault01", source=pair.remote(USER), target=pair.local(USER),
+                    source_password_file=tmp / "remote.pwd", target_password_file=tmp / "vmail.pwd",
+                    workdir=tmp, **options)  # type: ignore[arg-type]
+
+
+def via(proxy: FaultProxy, ep: Endpoint) -> Endpoint:
+    return replace(ep, host=proxy.host, port=proxy.port, security="")
+
+
+def sync(plan: SyncPlan) -> tuple[RunReport, list[str]]:
+    lines: list[str] = []
+    report = NativeEngine(**ENGINE_KW).run(plan, lambda p: None, threading.Event(), lines.append)
+    return report, lines
+
+
+def identical(pair: Pair) -> bool:
+    return mailbox(pair.remote(USER), pair.password(USER)) == mailbox(pair.local(USER), pair.master_pass)
+
+
+def remote_uid(pair: Pair, folder: str = "INBOX", large: bool = False) -> int:
+    """A UID in the remote ``folder``: of its largest message, or of its first."""
+    client = open_session(pair.remote(USER), pair.password(USER))
+    try:
+        client.select_folder(folder, readonly=True)
+        sizes = {u: d[b"RFC822.SIZE"] for u, d in client.fetch(client.search(["ALL"]), ["RFC822.SIZE"]).items()}
+        return max(sizes, key=sizes.get) if large else min(sizes)
+    finally:
+        client.logout()
+
+
+def local_count(pair: Pair) -> int:
+    client = open_session(pair.local(USER), pair.master_pass)
+    try:
+        return sum(int(client.folder_status(f[2], ["MESSAGES"])[b"MESSAGES"]) for f in client.list_folders()
+                   if not f[2].startswith(("Shared", "Public")))
+    finally:
+        client.logout()
+
+
+def test_a_listing_that_misses_a_message_deletes_nothing(filled: Pair, remote_proxy: FaultProxy,
+                                                         tmp_path: Path) -> None:
+    plan = make_plan(filled, tmp_path, delete_local=True)
+    plan.source = via(remote_proxy, plan.source)
+    assert sync(plan)[0].ok
+    before = local_count(filled)
+    uid = remote_uid(filled)
+    remote_proxy.drop_fetch(uid)  # the server "forgets" one message in every FETCH reply
+    # new mail on the remote, so INBOX is listed again in full (not skipped, not by CHANGEDSINCE)
+    client = open_session(filled.remote(USER), filled.password(USER))
+    client.append("INBOX", b"From: a@b\r\nSubject: new\r\nMessage-ID: <new@x>\r\n\r\nnew\r\n")
+    client.logout()
+    report, lines = sync(plan)
+    assert not report.ok and report.error_class == "message_errors"
+    assert any("listed" in e and "nothing of this folder is deleted" in e for e in report.errors), report.errors
+    assert local_count(filled) == before + 1 and report.deleted_host2 == 0  # its local copy was kept
+    remote_proxy.clear()
+    report, _ = sync(plan)
+    assert report.ok, report.errors
+    assert identical(filled)
+
+
+@pytest.mark.parametrize("item", ["BODY[]", "RFC822.SIZE"])
+def test_a_message_listed_but_not_delivered_is_an_error_not_gone(filled: Pair, remote_proxy: FaultProxy,
+                                                                 tmp_path: Path, item: str) -> None:
+    plan = make_plan(filled, tmp_path)
+    plan.source = via(remote_proxy, plan.source)
+    uid = remote_uid(filled)
+    remote_proxy.drop_item(item, uid)
+    report, lines = sync(plan)
+    assert not report.ok and report.error_class == "message_errors"
+    assert any(f"/{uid} (" in e or f"/{uid}:" in e for e in report.errors), report.errors
+    missed = report.missing  # the proxy knows no folders: that UID in every folder
+    assert missed >= 1 and report.copied == 40 - missed
+    remote_proxy.clear()
+    report, _ = sync(plan)  # the folders were not recorded as synced: those messages are retried
+    assert report.ok and report.copied == missed, report.errors
+    assert identical(filled)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_a_message_larger_than_announced_is_refused_and_the_rest_copied(filled: Pair, remote_proxy: FaultProxy,
+                                                                        tmp_path: Path, large: bool) -> None:
+    plan = make_plan(filled, tmp_path)
+    plan.source = via(remote_proxy, plan.source)
+    uid = remote_uid(filled, large=large)
+    remote_proxy.inflate(uid, 2_000_000)  # that UID in every folder (the proxy knows no folders)
+    report, lines = sync(plan)
+    missed = report.missing
+    assert report.error_class == "message_errors" and missed >= 1 and report.copied == 40 - missed
+    assert any(f"/{uid} (" in e and "could not" in e for e in report.errors), report.errors
+    remote_proxy.clear()
+    again, _ = sync(plan)
+    assert again.ok and again.copied == missed
+    assert identical(filled)
+
+
+def test_a_server_ignoring_partial_fetches_cannot_fill_the_spool(filled: Pair, remote_proxy: FaultProxy,
+                                                                tmp_path: Path) -> None:
+    plan = make_plan(filled, tmp_path)
+    plan.source = via(remote_proxy, plan.source)
+    remote_proxy.ignore_partial()
+    report, lines = sync(plan)
+    assert report.error_class == "message_errors"
+    refused = [e for e in report.errors if "could not be copied" in e]
+    # every message read in chunks (above ENGINE_KW's large_message) is refused, the rest arrived
+    assert refused and report.missing == len(refused) and report.copied == 40 - len(refused)
+    assert all("partial" in e for e in refused), refused
+    remote_proxy.clear()
+    assert sync(plan)[0].ok and identical(filled)
+
+
+def test_flag_changes_survive_a_store_that_never_reached_the_server(filled: Pair, local_proxy: FaultProxy,
+                                                                    tmp_path: Path) -> None:
+    plan = make_plan(filled, tmp_path)
+    plan.target = via(local_proxy, plan.target)
+    assert sync(plan)[0].ok
+    client = open_session(filled.remote(USER), filled.password(USER))
+    client.select_folder("INBOX")
+    client.add_flags(client.search(["ALL"])[:3], ["\\Flagged"])
+    client.logout()
+    local_proxy.drop_on_command(r"STORE")  # the connection dies as the flags are sent
+    report, _ = sync(plan)
+    assert report.error_class == "connection_lost"
+    local_proxy.clear()
+    report, _ = sync(plan)
+    assert report.ok and report.flags_updated == 3, report.errors
+    assert identical(filled)
+
+
+@pytest.fixture(scope="module")
+def no_uidplus() -> Iterator[Pair]:
+    with running_pair(PORT_BASE + 300, mail1_uidplus=False) as started:
+        yield started
+
+
+def test_a_local_server_without_uidplus_works(no_uidplus: Pair, tmp_path: Path) -> None:
+    pair = no_uidplus
+    corpus.fill(pair.cfg.remote, REMOTE_OF[USER], pair.password(USER), seed=8, count=30, large=1,
+                large_size=300_000)
+    m = pair.cfg.mail1
+    with FaultProxy(m.host, m.imap_port, source_host=m.host) as proxy:
+        proxy.strip_appenduid()  # no APPENDUID either
+        plan = make_plan(pair, tmp_path, delete_local=True)
+        plan.target = via(proxy, plan.target)
+        report, lines = sync(plan)
+        assert report.ok and report.copied == 30, report.errors
+        assert identical(pair)
+        again, _ = sync(plan)  # every copy was found back: nothing twice, nothing deleted
+        assert again.ok and again.copied == 0 and again.deleted_host2 == 0, again.errors
+        assert identical(pair)
+
+
+def _slow_run(pair: Pair, proxy: FaultProxy, tmp: Path, stall: str) -> str:
+    """A whole run (runctl.Run, as syncctl starts one) of the native engine through ``proxy``;
+    the state it recorded."""
+    remote = via(proxy, pair.remote(USER))
+    local = pair.local(USER)
+    write_passwords(tmp, "u3_slow01", pair.password(USER), pair.master_pass)
+    ends = {"source": {"host": remote.host, "port": remote.port, "security": "", "user": remote.user},
+            "target": {"host": local.host, "port": local.port, "security": local.security, "user": local.user}}
+    proc = start_run(tmp, "u3_slow01", ends, engine="native", SYNC_ENGINE="native", SYNC_STALL_SECONDS=stall,
+                     SYNC_STOP_GRACE="2")
+    proc.communicate(timeout=240)  # a forced end (the engine stuck in a read) prints nothing
+    return json.loads((tmp / "u3_slow01.status.json").read_text())["state"]
+
+
+def test_a_slow_but_healthy_transfer_is_never_ended_as_stalled(pair: Pair, remote_proxy: FaultProxy,
+                                                               tmp_path: Path) -> None:
+    """One 1.2 MB message at 100 KB/s takes ~12 s, with no batch ending meanwhile; a
+    3 s stall limit must not end it: bytes keep moving (before, only batch ends counted)."""
+    dovecot.wipe(pair.cfg.remote, REMOTE_OF[USER])
+    dovecot.wipe(pair.cfg.mail1, "u3")
+    client = open_session(pair.remote(USER), pair.password(USER))
+    client.append("INBOX", b"From: a@b\r\nSubject: big\r\nMessage-ID: <big@x>\r\n\r\n"
+                  + (b"y" * 78 + b"\r\n") * 15_000)
+    client.logout()
+    remote_proxy.throttle(100_000)
+    assert _slow_run(pair, remote_proxy, tmp_path, stall="3") == "succeeded"
+    assert identical(pair)
+    status = json.loads((tmp_path / "u3_slow01.status.json").read_text())
+    assert (status["listed"], status["found"]) == (1, 1)
+
+
+def test_a_stalled_server_ends_the_run_and_the_next_completes(pair: Pair, remote_proxy: FaultProxy,
+                                                              tmp_path: Path) -> None:
+    dovecot.wipe(pair.cfg.remote, REMOTE_OF[USER])
+    dovecot.wipe(pair.cfg.mail1, "u3")
+    corpus.fill(pair.cfg.remote, REMOTE_OF[USER], pair.password(USER), seed=9, count=20, large=0)
+    # the server goes silent as it starts sending bodies, the connection stays open
+    remote_proxy.rewrite(lambda unit: (remote_proxy.stall() or unit) if b"BODY[]" in unit.flat() else unit)
+    assert _slow_run(pair, remote_proxy, tmp_path, stall="2") == "stalled"
+    remote_proxy.clear()
+    remote_proxy.resume()
+    assert _slow_run(pair, remote_proxy, tmp_path, stall="30") == "succeeded"
+    assert identical(pair)
