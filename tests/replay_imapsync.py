@@ -16,7 +16,7 @@ import os
 import re
 import sys
 
-from standin_imapsync import connect, options
+from standin_imapsync import connect, options, pidfile_of
 
 COPIED = re.compile(r"^msg (?P<f1>.+)/(?P<uid1>\d+) \{\d+\}(?P<pad>\s+)copied to (?P<f2>.+)/(?P<uid2>\d*)"
                     r"(?P<rest>\s+[\d.]+ msgs/s.*)$")
@@ -46,12 +46,8 @@ def replay_line(c1, c2, line: str) -> tuple[str, int | None]:
 
 def main(argv: list[str]) -> int:
     values, flags = options(argv)
-    pidfile = values.get("pidfile", [""])[0]
-    if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
     code = 0
-    try:
+    with pidfile_of(values):
         c1, c2 = connect(values, flags, 1), connect(values, flags, 2)
         c1.folder_encode = c2.folder_encode = False  # the log has raw (modified UTF-7) names
         with open(os.environ["REPLAY_LOG"], encoding="utf-8") as log:
@@ -59,10 +55,7 @@ def main(argv: list[str]) -> int:
                 line, exit_code = replay_line(c1, c2, raw.rstrip("\n"))
                 print(line, flush=True)
                 code = exit_code if exit_code is not None else code
-        return code
-    finally:
-        if pidfile and os.path.exists(pidfile):
-            os.unlink(pidfile)
+    return code
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from localnode.imap_pair import Pair
 from ns8_imapsync import runstate
+from syncplans import write_secret
 
 PKG = Path(__file__).resolve().parents[1] / "imageroot" / "pypkg"
 
@@ -109,10 +110,8 @@ def set_mode(tasks: Path, *words: str) -> None:
 
 
 def write_passwords(tasks: Path, name: str, remote: str, master: str) -> None:
-    for path, secret in ((tasks / f"{name}.pwd", remote), (tasks / "vmail.pwd", master)):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
+    write_secret(tasks / f"{name}.pwd", remote)
+    write_secret(tasks / "vmail.pwd", master)
 
 
 def endpoints(pair: Pair, remote_user: str, local_user: str) -> dict:

@@ -19,14 +19,44 @@ What it keeps of imapsync's behaviour:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import ssl
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import imapclient
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+
+
+def executable(tmp: Path, script: str, **env: str) -> str:
+    """``<tmp>/bin/imapsync``: runs ``script`` (a file of this directory) with this
+    interpreter and the package on its path, for an engine's ``imapsync=``."""
+    here = Path(__file__).resolve().parent
+    path = tmp / "bin" / "imapsync"
+    path.parent.mkdir(exist_ok=True)
+    assigns = " ".join(f"{k}={v}" for k, v in env.items())
+    path.write_text(f"#!/bin/sh\n{assigns} PYTHONPATH={here}:{here.parent / 'imageroot' / 'pypkg'} "
+                    f"exec {sys.executable} {here / script} \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@contextlib.contextmanager
+def pidfile_of(values: dict[str, list[str]]) -> Iterator[None]:
+    """imapsync's ``--pidfile``: written at the start, removed at the end."""
+    pidfile = values.get("pidfile", [""])[0]
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        if pidfile and os.path.exists(pidfile):
+            os.unlink(pidfile)
 
 
 def options(argv: list[str]) -> tuple[dict[str, list[str]], set[str]]:
@@ -133,11 +163,7 @@ def folders(c1, values) -> tuple[list[str], str]:
 
 def main(argv: list[str]) -> int:
     values, flags = options(argv)
-    pidfile = values.get("pidfile", [""])[0]
-    if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
-    try:
+    with pidfile_of(values):
         c1, c2 = connect(values, flags, 1), connect(values, flags, 2)
         names, sep1 = folders(c1, values)
         sep2 = c2.list_folders("", "")[0][1]
@@ -156,9 +182,6 @@ def main(argv: list[str]) -> int:
         print(f"Exiting with return value 0 (EX_OK: successful termination) 0/50 nb_errors/max_errors "
               f"PID {os.getpid()}", flush=True)
         return 0
-    finally:
-        if pidfile and os.path.exists(pidfile):
-            os.unlink(pidfile)
 
 
 if __name__ == "__main__":

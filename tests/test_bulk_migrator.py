@@ -426,7 +426,9 @@ def test_test_mode_table_and_imapsync_gets_no_password(filled: Pair, tmp_path: P
     cfg = json.loads((w / "export.pass.config.json").read_text())
     cfg["accounts"][1]["password"] = "wrong-password"
     (w / "export.pass.config.json").write_text(json.dumps(cfg))
-    proc = run_cli(w, "--mode", "test", "--ca-file", filled.ca_file)
+    # without any imapsync on PATH (one may be installed beside the project)
+    no_imapsync = ":".join(d for d in os.environ["PATH"].split(":") if not (Path(d) / "imapsync").exists())
+    proc = run_cli(w, "--mode", "test", "--ca-file", filled.ca_file, env={"PATH": no_imapsync})
     assert proc.returncode == exitcodes.CONNECTIVITY
     row = next(ln for ln in proc.stdout.splitlines() if ln.startswith("carol@remote.test"))
     assert row.split()[1:3] == ["FAILED", "n/a"] and "rejected" in row  # imapsync absent: reported, not fatal

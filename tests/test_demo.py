@@ -27,7 +27,8 @@ def test_demo_runs_to_the_end() -> None:
         assert total is not None, proc.stdout
         assert int(total.group(1)) >= 10 and int(total.group(3)) == 120
         # a real migration: every message and folder arrived
-        assert "sync finished with exit code 0" in proc.stdout
+        assert "sync finished with exit code 0: succeeded with the " in proc.stdout
+        assert "engine, 120 of 120 remote messages on the local server" in proc.stdout
         assert (total.group(2), total.group(4)) == (total.group(1), total.group(3)), total.group(0)
         assert "make down" in proc.stdout
     finally:

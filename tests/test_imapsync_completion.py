@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,8 @@ from ns8_imapsync.sync.imapsync_engine import ImapsyncEngine
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import RunReport
+from standin_imapsync import executable
+from syncplans import plan_for
 
 TESTS = Path(__file__).resolve().parent
 RECORDED = TESTS / "fixtures" / "imapsync-runs" / "corpus-seed11-first-sync.log"
@@ -51,22 +52,11 @@ def empty_local(pair: Pair) -> Pair:
 
 
 def make_plan(pair: Pair, tmp: Path, **options: object) -> SyncPlan:
-    for name, secret in (("remote.pwd", pair.password(USER)), ("vmail.pwd", pair.master_pass)):
-        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-    return SyncPlan(task_name="u1_comp01", source=pair.remote(USER), target=pair.local(USER),
-                    source_password_file=tmp / "remote.pwd", target_password_file=tmp / "vmail.pwd",
-                    workdir=tmp, **options)  # type: ignore[arg-type]
+    return plan_for(pair, tmp, USER, "u1_comp01", **options)
 
 
 def replayer(tmp: Path) -> str:
-    path = tmp / "bin" / "imapsync"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(f"#!/bin/sh\nREPLAY_LOG={RECORDED} PYTHONPATH={TESTS}:{TESTS.parent / 'imageroot' / 'pypkg'} "
-                    f"exec {sys.executable} {TESTS / 'replay_imapsync.py'} \"$@\"\n")
-    path.chmod(0o755)
-    return str(path)
+    return executable(tmp, "replay_imapsync.py", REPLAY_LOG=str(RECORDED))
 
 
 def run(binary: str, plan: SyncPlan) -> tuple[RunReport, list[str]]:

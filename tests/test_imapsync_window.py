@@ -144,7 +144,8 @@ def run_task(tasks: Path, pair: Pair, remote_user: str) -> None:
 
 def test_real_imapsync_copies_what_a_window_would_hide(tmp_path: Path, pair: Pair) -> None:
     if not shutil.which("imapsync"):
-        pytest.skip("imapsync is not on PATH (put imapsync 2.229 there, e.g. PATH=/opt/imapsync-beside:$PATH)")
+        pytest.skip("needs the real imapsync 2.229 on PATH (not installable from our registries: run it "
+                    "beside the project)")
     for user in ("user02", "user03"):
         dovecot.wipe(pair.cfg.remote, REMOTE_OF[user])
     dovecot.wipe(pair.cfg.mail1, "u2")

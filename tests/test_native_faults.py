@@ -23,6 +23,7 @@ from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import RunReport
 from runproc import start_run, write_passwords
+from syncplans import plan_for
 
 PORT_BASE = int(os.environ.get("NATIVE_FAULTS_TEST_PORT_BASE", "25500"))
 USER = "user03"  # dave@remote.test -> u3
@@ -58,13 +59,7 @@ def local_proxy(pair: Pair) -> Iterator[FaultProxy]:
 
 
 def make_plan(pair: Pair, tmp: Path, **options: object) -> SyncPlan:
-    for name, secret in (("remote.pwd", pair.password(USER)), ("vmail.pwd", pair.master_pass)):
-        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-    return SyncPlan(task_name="u3_fault01", source=pair.remote(USER), target=pair.local(USER),
-                    source_password_file=tmp / "remote.pwd", target_password_file=tmp / "vmail.pwd",
-                    workdir=tmp, **options)  # type: ignore[arg-type]
+    return plan_for(pair, tmp, USER, "u3_fault01", **options)
 
 
 def via(proxy: FaultProxy, ep: Endpoint) -> Endpoint:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,8 @@ from ns8_imapsync.sync.imapsync_engine import ImapsyncEngine
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import RunReport
+from standin_imapsync import executable
+from syncplans import plan_for
 
 TESTS = Path(__file__).resolve().parent
 PORT_BASE = int(os.environ.get("DELETION_TEST_PORT_BASE", "24900"))
@@ -57,23 +58,12 @@ def fresh(pair: Pair) -> Pair:
 
 
 def make_plan(pair: Pair, tmp: Path, **options: object) -> SyncPlan:
-    for name, secret in (("remote.pwd", pair.password(USER)), ("vmail.pwd", pair.master_pass)):
-        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-    return SyncPlan(task_name="u2_del01", source=pair.remote(USER), target=pair.local(USER),
-                    source_password_file=tmp / "remote.pwd", target_password_file=tmp / "vmail.pwd",
-                    workdir=tmp, **options)  # type: ignore[arg-type]
+    return plan_for(pair, tmp, USER, "u2_del01", **options)
 
 
 def standin(tmp: Path) -> str:
     """An ``imapsync`` executable running the stand-in with this interpreter."""
-    path = tmp / "bin" / "imapsync"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(f"#!/bin/sh\nPYTHONPATH={TESTS}:{TESTS.parent / 'imageroot' / 'pypkg'} "
-                    f"exec {sys.executable} {TESTS / 'standin_imapsync.py'} \"$@\"\n")
-    path.chmod(0o755)
-    return str(path)
+    return executable(tmp, "standin_imapsync.py")
 
 
 def run(engine: str, plan: SyncPlan, tmp: Path) -> tuple[RunReport, list[str]]:

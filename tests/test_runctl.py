@@ -22,6 +22,7 @@ import pytest
 from ns8_imapsync import runstate
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.sync.runctl import stop_run
+from runproc import wait_state
 
 PKG = Path(__file__).resolve().parents[1] / "imageroot" / "pypkg"
 
@@ -76,17 +77,6 @@ def start(tmp: Path, name: str, seconds: float, host: str = "h1", **env: str) ->
     e = dict(os.environ, PYTHONPATH=str(PKG), SYNC_JOURNAL=str(tmp / "journal"), **env)
     return subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp), name, str(seconds), host], env=e,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_state(tmp: Path, name: str, states: tuple[str, ...], timeout: float = 10) -> runstate.RunStatus:
-    tf = runstate.TaskFiles(tmp, name)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = runstate.read_status(tf)
-        if st.state in states:
-            return st
-        time.sleep(0.05)
-    raise AssertionError(f"{name} never reached {states}: {runstate.read_status(tf)}")
 
 
 def test_one_run_per_task_and_history(tmp_path) -> None:

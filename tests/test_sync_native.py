@@ -34,6 +34,7 @@ from ns8_imapsync.imap.connection import open_session
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import Progress, RunReport
+from syncplans import plan_for
 
 REPO = Path(__file__).resolve().parents[1]
 ALICE_SEED, ALICE_COUNT = 11, 300
@@ -65,14 +66,7 @@ def alice(pair: Pair) -> list[corpus.CorpusMessage]:
 
 def make_plan(pair: Pair, tmp: Path, user: str, **options: object) -> SyncPlan:
     """A plan for remote account ``user`` -> its local user, password files 0600 in ``tmp``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    src, dst = tmp / "remote.pwd", tmp / "vmail.pwd"
-    for path, secret in ((src, pair.password(user)), (dst, pair.master_pass)):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-    return SyncPlan(task_name=f"{user}_t1", source=pair.remote(user), target=pair.local(user),
-                    source_password_file=src, target_password_file=dst, workdir=tmp, **options)  # type: ignore[arg-type]
+    return plan_for(pair, tmp, user, f"{user}_t1", **options)
 
 
 def sync(plan: SyncPlan, *, progress: Callable[[Progress], None] | None = None,

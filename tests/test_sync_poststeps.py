@@ -30,6 +30,7 @@ from ns8_imapsync.sync.imapsync_output import CopiedMessage
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import RunReport
+from syncplans import plan_for
 
 PORT_BASE = int(os.environ.get("POSTSTEPS_TEST_PORT_BASE", "24600"))
 SIEVE = b'require ["fileinto", "mailbox"];\nif header :contains "subject" "[FILE-ME]" { fileinto :create "Filed"; }\n'
@@ -50,13 +51,7 @@ def fresh(pair: Pair) -> Pair:
 
 
 def make_plan(pair: Pair, tmp: Path, **options: object) -> SyncPlan:
-    for name, secret in (("remote.pwd", pair.password(USER)), ("vmail.pwd", pair.master_pass)):
-        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-    return SyncPlan(task_name="u2_post01", source=pair.remote(USER), target=pair.local(USER),
-                    source_password_file=tmp / "remote.pwd", target_password_file=tmp / "vmail.pwd",
-                    workdir=tmp, **options)  # type: ignore[arg-type]
+    return plan_for(pair, tmp, USER, "u2_post01", **options)
 
 
 def message(subject: str, i: int, message_id: bool = True) -> bytes:

@@ -99,7 +99,13 @@ def main() -> int:
             _, listing, _ = api_cli("module/imapsync1/list-tasks", None)
             mine = [t for t in listing["user_properties"] if t["task_id"] == TASK_ID]
             if mine and not mine[0]["service_running"] and mine[0].get("last_sync_exit_code") is not None:
-                print(f"== sync finished with exit code {mine[0]['last_sync_exit_code']}")
+                last = mine[0]
+                status = json.loads((cfg.module_state_dir("imapsync1") / "imapsync" /
+                                     f"{LOCAL_USER}_{TASK_ID}.status.json").read_text())
+                print(f"== sync finished with exit code {last['last_sync_exit_code']}: "
+                      f"{last['last_sync_state']} with the {status.get('engine') or '?'} engine, "
+                      f"{last.get('last_sync_found')} of {last.get('last_sync_listed')} remote messages "
+                      f"on the local server ({last['last_sync_reason']})")
                 break
             time.sleep(2)
     else:

@@ -32,13 +32,13 @@ import imapclient
 from ns8_imapsync.imap import reads
 from ns8_imapsync.imap.folders import select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
-from ns8_imapsync.imap.messages import clean_flags, uid_search_all
+from ns8_imapsync.imap.messages import uid_search_all
 from ns8_imapsync.sync import folderpairs
 from ns8_imapsync.sync.folderpairs import FolderPair
 from ns8_imapsync.sync.imapsync_output import CopiedMessage
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import FolderTally
-from ns8_imapsync.sync.transfer import Copier, Source
+from ns8_imapsync.sync.transfer import Copier, Source, describe_remote
 
 Log = Callable[[str], object]
 SEEN, DELETED = "\\Seen", "\\Deleted"
@@ -108,53 +108,19 @@ def _remote_messages(c1: imapclient.IMAPClient, pair: FolderPair, inbox: bool, l
     answers for but could not read (each named in ``done.errors``)."""
     info = select_folder(c1, pair.folder, readonly=True)
     exists = int(info.get(b"EXISTS", 0))
+    unlisted: set[int] = set()
     if inbox:
         uids = sorted(c1.search(["UNSEEN"])) if exists else []
     else:
         listing = reads.folder_listing(c1, exists) if exists else reads.Listing({}, True, set())
         if not listing.complete:
+            unlisted = listing.missing
             done.errors.append(f"folder {pair.folder.name}: the remote server listed {len(listing.flags)} of "
                                f"the {len(listing.flags) + len(listing.missing)} messages it has")
         uids = sorted(listing.flags)
-    if not uids:
-        return [], 0
-    meta = reads.fetch_meta(c1, uids, f"(UID FLAGS RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
-    sources: list[Source] = []
-    keyless: dict[int, int] = {}
-    for uid in uids:
-        item = meta.get(uid)
-        if item is None:
-            continue
-        header = header_from_fetch(item)
-        key = (header_signature(header) if header is not None else None) or ""
-        src = Source(uid, clean_flags(item.get(b"FLAGS", ())), int(item.get(b"RFC822.SIZE", 0)),
-                     item.get(b"INTERNALDATE"), key)
-        if not key:
-            keyless[uid] = src.size
-        sources.append(src)
-    trouble = _undelivered(c1, pair, [u for u in uids if u not in meta], done)
-    if keyless:
-        refused: dict[int, str] = {}
-        keys = reads.content_keys(c1, keyless, limits, refused=refused)
-        for uid in sorted(refused):
-            done.errors.append(f"{pair.folder.name}/{uid} ({keyless[uid]} bytes) could not be read: {refused[uid]}")
-        trouble += len(refused) + _undelivered(c1, pair, [u for u in keyless if u not in keys and u not in refused],
-                                               done)
-        for src in sources:
-            src.key = src.key or keys.get(src.uid, "")
-        sources = [s for s in sources if s.key]
-    return sources, trouble
-
-
-def _undelivered(c1: imapclient.IMAPClient, pair: FolderPair, uids: Sequence[int], done: Completion) -> int:
-    """Of messages a reply left out, the ones still in the folder: each an error
-    (their count is returned); the others were expunged meanwhile."""
-    if not uids:
-        return 0
-    still = reads.still_listed(c1, uids)
-    for uid in sorted(still):
-        done.errors.append(f"{pair.folder.name}/{uid}: the remote server lists this message but did not deliver it")
-    return len(still)
+    found = describe_remote(c1, pair.folder.name, uids, limits)
+    done.errors.extend(found.errors)
+    return found.sources, len(found.errors) + len(unlisted)
 
 
 def _missing(c2: imapclient.IMAPClient, sources: Sequence[Source], limits: reads.Limits,

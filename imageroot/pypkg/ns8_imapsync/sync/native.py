@@ -104,7 +104,7 @@ from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
 from ns8_imapsync.sync.engine import HeartbeatFn
 from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import FolderTally, Progress, ProgressFn, RunReport, Side
-from ns8_imapsync.sync.transfer import Copier, Placed, Source
+from ns8_imapsync.sync.transfer import Copier, Placed, Source, describe_remote
 
 # above LARGE_MESSAGE a message is spooled to disk in CHUNK_SIZE partial FETCHes;
 # body FETCHes (and progress events) go by reads.BODY_BATCH_* messages and bytes
@@ -696,44 +696,12 @@ class _Run:
         describe, or whose content cannot be read, is an error, not "gone"."""
         if not uids:
             return [], []
-        meta = self._fetch_meta(self.c1, "h1", uids,
-                                f"(UID RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
-        msgs: list[Source] = []
-        keyless: dict[int, int] = {}
-        for uid in uids:
-            item = meta.get(uid)
-            if item is None:
-                continue
-            header = header_from_fetch(item)
-            msg = Source(uid, h1flags.get(uid, ()), int(item.get(b"RFC822.SIZE", 0)), item.get(b"INTERNALDATE"),
-                         (header_signature(header) if header is not None else None) or "")
-            if not msg.key:
-                keyless[uid] = msg.size
-            msgs.append(msg)
-        gone = self._undelivered(job, [u for u in uids if u not in meta])
-        if keyless:
-            refused: dict[int, str] = {}
-            keys = self._content_keys(self.c1, "h1", keyless, refused)
-            for uid in sorted(refused):
-                self.error(f"{job.folder.name}/{uid} ({keyless[uid]} bytes) could not be read: {refused[uid]}")
-            gone += self._undelivered(job, [u for u in keyless if u not in keys and u not in refused])
-            for msg in msgs:
-                msg.key = msg.key or keys.get(msg.uid, "")
-            msgs = [m for m in msgs if m.key]
-        return msgs, gone
-
-    def _undelivered(self, job: _Job, uids: Sequence[int]) -> list[int]:
-        """Of messages a reply left out: the ones gone meanwhile (returned); the
-        ones still in the folder are errors, so the folder is looked at again."""
-        if not uids:
-            return []
-        still = reads.still_listed(self.c1, uids)
-        for uid in sorted(still):
-            self.error(f"{job.folder.name}/{uid}: the remote server lists this message but did not deliver it")
-        gone = sorted(set(uids) - still)
-        if gone:
-            self.log(f"folder {job.folder.name}: {len(gone)} message(s) expunged on the remote server meanwhile")
-        return gone
+        found = describe_remote(self.c1, job.folder.name, uids, self.limits, h1flags, self._counter("h1"))
+        for line in found.errors:
+            self.error(line)
+        if found.gone:
+            self.log(f"folder {job.folder.name}: {len(found.gone)} message(s) expunged on the remote server meanwhile")
+        return found.sources, found.gone
 
     def _content_keys(self, client: imapclient.IMAPClient, side: str, sizes: dict[int, int],
                       refused: dict[int, str]) -> dict[int, str]:

@@ -29,7 +29,8 @@ from pathlib import Path
 import imapclient
 
 from ns8_imapsync.imap import reads
-from ns8_imapsync.imap.messages import AppendRefused, append_message, file_chunks, mailbox_arg
+from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+from ns8_imapsync.imap.messages import AppendRefused, append_message, clean_flags, file_chunks, mailbox_arg
 
 Count = Callable[[str], object]
 
@@ -65,6 +66,58 @@ class Outcome:
 
 def _nothing(_what: str) -> None:
     return None
+
+
+@dataclass
+class Described:
+    """The remote messages of a folder, described for placing."""
+
+    sources: list[Source]  # size, date, flags and identity of each readable message
+    errors: list[str]  # one line per message listed but not described, or unreadable
+    gone: list[int]  # expunged meanwhile: neither placed nor owed
+
+
+def undelivered(c1: imapclient.IMAPClient, folder: str, uids: Sequence[int]) -> tuple[list[str], list[int]]:
+    """Of messages a reply left out: an error line for each one still in the
+    folder (listed but not delivered), and the UIDs gone meanwhile."""
+    if not uids:
+        return [], []
+    still = reads.still_listed(c1, uids)
+    errors = [f"{folder}/{uid}: the remote server lists this message but did not deliver it"
+              for uid in sorted(still)]
+    return errors, sorted(set(uids) - still)
+
+
+def describe_remote(c1: imapclient.IMAPClient, folder: str, uids: Sequence[int], limits: reads.Limits,
+             flags: dict[int, tuple[str, ...]] | None = None, count: Count = _nothing) -> Described:
+    """Size, INTERNALDATE, flags (from ``flags``, else fetched) and identity of
+    remote messages of the selected folder, in batches; a content hash only for
+    the messages with neither Message-Id nor Received."""
+    items = f"(UID RFC822.SIZE INTERNALDATE {'' if flags is not None else 'FLAGS '}{HEADER_FETCH.decode()})"
+    meta = reads.fetch_meta(c1, uids, items, count) if uids else {}
+    sources: list[Source] = []
+    keyless: dict[int, int] = {}
+    for uid in uids:
+        item = meta.get(uid)
+        if item is None:
+            continue
+        header = header_from_fetch(item)
+        msg_flags = flags.get(uid, ()) if flags is not None else clean_flags(item.get(b"FLAGS", ()))
+        src = Source(uid, msg_flags, int(item.get(b"RFC822.SIZE", 0)), item.get(b"INTERNALDATE"),
+                     (header_signature(header) if header is not None else None) or "")
+        if not src.key:
+            keyless[uid] = src.size
+        sources.append(src)
+    absent = [u for u in uids if u not in meta]
+    refused: dict[int, str] = {}
+    if keyless:
+        keys = reads.content_keys(c1, keyless, limits, count, refused=refused)
+        absent += [u for u in keyless if u not in keys and u not in refused]
+        for src in sources:
+            src.key = src.key or keys.get(src.uid, "")
+    errors, gone = undelivered(c1, folder, absent)
+    errors += [f"{folder}/{uid} ({keyless[uid]} bytes) could not be read: {refused[uid]}" for uid in sorted(refused)]
+    return Described([s for s in sources if s.key], errors, gone)
 
 
 class Copier:
@@ -121,7 +174,8 @@ class Copier:
             if self.on_placed is not None:
                 self.on_placed(placed)
         outcome.found_back = self._find_back(outcome.placed, uidnext)
-        outcome.gone = self._undelivered(folder, missing, {m.uid: m for m in batch})
+        errors, outcome.gone = undelivered(self.c1, folder, missing)
+        self.errors += errors
         return outcome
 
     def _append(self, msg: Source, mailbox: bytes, flags: Sequence[str], body: bytes | None,
@@ -164,15 +218,6 @@ class Copier:
             if pool.get(p.msg.key):
                 p.uid = pool[p.msg.key].pop(0)
         return [p for p in unknown if p.uid is not None]
-
-    def _undelivered(self, folder: str, missing: list[int], by_uid: dict[int, Source]) -> list[int]:
-        """Missing from a reply: gone meanwhile (returned), or still there (an error)."""
-        if not missing:
-            return []
-        still = reads.still_listed(self.c1, missing)
-        for uid in sorted(still):
-            self._error(folder, by_uid[uid], "the server lists it but did not deliver it")
-        return sorted(set(missing) - still)
 
     def _error(self, folder: str, msg: Source, reason: str) -> None:
         self.errors.append(f"{folder}/{msg.uid} ({msg.size} bytes) could not be copied: {reason}")
