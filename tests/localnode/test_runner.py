@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from localnode.cluster import AGENT_PYPKG, HOST_VENV
 from localnode.runner import ActionRun, AgentSpec
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYPKG = REPO / "tests" / "localnode" / "pypkg"
 HOST_PYTHON = REPO / ".venv-host" / "bin" / "python"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
+
 from localnode import corpus, dovecot
 from localnode.config import NodeConfig
 
