@@ -209,7 +209,8 @@ def test_get_log(cli, localnode, clean) -> None:
         # a log no task file owns is nobody's to read
         assert cli.api_ok("module/imapsync1/get-log", {"localuser": "u2", "task_id": "biglog"}) == \
             {"log_content": "", "truncated": False}
-        env.write_text(format_env(Task("u2", "biglog", "127.0.0.3", 143, "x@remote.test").to_env()))
+        env.write_text(format_env(Task(localuser="u2", task_id="biglog", remotehostname="127.0.0.3", remoteport=143,
+                                    remoteusername="x@remote.test").to_env()))
         out = cli.api_ok("module/imapsync1/get-log", {"localuser": "u2", "task_id": "biglog"})
         assert out["truncated"] is True and len(out["log_content"]) <= 102400
         assert out["log_content"].startswith("line ") and out["log_content"].endswith("line 001999 " + "x" * 90 + "\n")

@@ -508,7 +508,7 @@ def test_da_lazy_provisioning_only_on_authentication_failure(filled: Pair, tmp_p
     from ns8_imapsync.bulk.directadmin import DirectAdminClient, Provisioner
     from ns8_imapsync.bulk.importer import ImportContext, import_account
     from ns8_imapsync.bulk.pool import AccountFailed, AccountResult
-    from ns8_imapsync.bulk.progress import Progress
+    from ns8_imapsync.bulk.progress import ProgressDisplay
     from ns8_imapsync.bulk.runlog import RunLog
     from ns8_imapsync.imap.reads import Limits
 
@@ -523,7 +523,7 @@ def test_da_lazy_provisioning_only_on_authentication_failure(filled: Pair, tmp_p
 
         def ctx(port: int) -> ImportContext:
             return ImportContext(ServerConfig(mail1.host, port, False, True), tls, w / "exported", log,
-                                 Progress(log, 1, "imported", tty=False), threading.Event(), Limits(), prov)
+                                 ProgressDisplay(log, 1, "imported", tty=False), threading.Event(), Limits(), prov)
 
         with pytest.raises(AccountFailed, match="refused the connection"):
             import_account(account, AccountResult(account.email), ctx(1))

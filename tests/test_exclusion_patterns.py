@@ -9,20 +9,13 @@ from pathlib import Path
 
 import pytest
 from localnode.imap_pair import Pair
+from ns8_imapsync.exclusion import check_backtracking, join_patterns, split_patterns
 from ns8_imapsync.imap.connection import close_quietly, open_session
 from ns8_imapsync.imap.folders import MATCH_TIMEOUT, ExclusionTimeout, compile_pattern, is_excluded
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.sync.folderpairs import discover
 from ns8_imapsync.sync.plan import SyncPlan
-from ns8_imapsync.task import (
-    Task,
-    TaskError,
-    check_backtracking,
-    format_env,
-    join_patterns,
-    parse_env,
-    split_patterns,
-)
+from ns8_imapsync.task import Task, TaskError, format_env, parse_env
 
 BASE = dict(localuser="u2", task_id="abc123", remotehostname="imap.example.org", remoteport=143,
             remoteusername="alice@example.org")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from imapclient import exceptions as imap_exc
 from localnode.imap_pair import REMOTE_OF, Pair
+from ns8_imapsync.errors import LOGIN_CLASSES, LOGIN_EXIT_CODES
 from ns8_imapsync.imap import errors
 from ns8_imapsync.imap.connection import Endpoint, check_login, connect, open_session
 from ns8_imapsync.imap.errors import (
@@ -201,7 +202,7 @@ def _real_ssl_error() -> ssl.SSLError:
 )
 def test_classify(exc: BaseException, expected: str) -> None:
     assert classify(exc) == expected
-    assert expected in errors.ERROR_CLASSES
+    assert expected in LOGIN_CLASSES
 
 
 def test_classify_real_openssl_error_and_cause_chain() -> None:
@@ -245,7 +246,7 @@ def test_classify_imapsync_exit(
 
 
 def test_action_exit_codes_cover_every_class() -> None:
-    assert set(errors.ACTION_EXIT_CODES) == set(errors.ERROR_CLASSES)
+    assert set(LOGIN_EXIT_CODES) == set(LOGIN_CLASSES)
 
 
 # --------------------------------------------------------------------------- fake servers

@@ -98,7 +98,7 @@ def test_progress_record_while_running(tmp_path) -> None:
     proc = start(tmp_path, "u1_p", 3)
     wait_state(tmp_path, "u1_p", ("running",))
     time.sleep(1.5)
-    snap = runstate.snapshot(tmp_path, "u1_p")
+    snap = runstate.view(tmp_path, "u1_p")
     assert snap.running and snap.progress is not None
     assert snap.progress["folder"] == "INBOX" and 0 < snap.progress["messages_done"] < 30
     assert snap.progress["messages_total"] == 30 and snap.progress["eta_seconds"] is not None
@@ -134,7 +134,7 @@ def test_sigkill_shows_as_crashed_not_running(tmp_path) -> None:
     st = wait_state(tmp_path, "u1_c", ("running",))
     os.kill(st.pid, signal.SIGKILL)
     proc.wait(timeout=5)
-    snap = runstate.snapshot(tmp_path, "u1_c")
+    snap = runstate.view(tmp_path, "u1_c")
     assert snap.running is False
     assert (snap.status.state, snap.status.error_class) == ("crashed", "crashed")
     # and the next run starts normally
@@ -321,7 +321,8 @@ def test_a_stop_never_loses_to_a_concurrent_start(tmp_path, monkeypatch) -> None
 
     monkeypatch.setenv("IMAPSYNC_DIR", str(tmp_path))
     monkeypatch.setenv("CRON_DIR", str(tmp_path / "cron"))
-    StateDir(tmp_path, tmp_path / "cron").save(Task("u1", "race", "imap.example.com", 143, "bob"), "pw")
+    StateDir(tmp_path, tmp_path / "cron").save(Task(localuser="u1", task_id="race", remotehostname="imap.example.com", remoteport=143,
+                                                    remoteusername="bob"), "pw")
     name, state = "u1_race", StateDir(tmp_path, tmp_path)
     tf = runstate.TaskFiles(tmp_path, name)
     stops, wrong = set(), []

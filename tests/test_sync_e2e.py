@@ -14,6 +14,7 @@ from localnode import corpus, dovecot
 from localnode.config import NodeConfig
 from localnode.procs import run_processes
 from ns8_imapsync import runstate
+from ns8_imapsync.layout import Layout
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import Task
 from taskdata import task_input, wait_idle
@@ -185,7 +186,7 @@ def test_a_queue_left_by_a_restart_is_resumed(cli, localnode, filled) -> None:
     imapsync_dir = localnode.module_state_dir("imapsync1") / "imapsync"
     assert cli.run("runagent", "-m", "imapsync1", "systemctl", "--user", "stop", "imapsync").returncode == 0
     tf = runstate.TaskFiles(imapsync_dir, "u3_sync01")
-    runstate.write_status(tf, runstate.RunStatus(state="queued", trigger="manual"), queued_at=time.time())
+    runstate.write_status(tf, runstate.RunStatus(state="queued", trigger="manual", queued_at=time.time()))
     assert runstate.enqueue(imapsync_dir, runstate.QueueEntry("u3_sync01", time.time(), "manual",
                                                              localnode.remote.host))
     item = next(t for t in cli.api_ok("module/imapsync1/list-tasks")["user_properties"] if t["task_id"] == "sync01")
@@ -197,3 +198,26 @@ def test_a_queue_left_by_a_restart_is_resumed(cli, localnode, filled) -> None:
     runs = runstate.read_history(tf)
     assert [(r["state"], r["trigger"]) for r in runs][-2:] == [("succeeded", "create"), ("succeeded", "manual")]
     assert runstate.queued(imapsync_dir) == []
+
+
+def test_delete_task_removes_every_file_the_layout_declares(cli, localnode, filled) -> None:
+    """After runs with every option, each file of the task is one the layout
+    declares (none is written behind its back), and delete-task leaves none."""
+    imapsync_dir = localnode.module_state_dir("imapsync1") / "imapsync"
+    cron_dir = imapsync_dir.parent / "cron"
+    task = dict(filled["task"], task_id="files01", cron="5m", foldersynchronization="inbox", sieve_enabled=True,
+                delete_remote=True, delete_remote_older=30)
+    cli.api_ok("module/imapsync1/create-task", task)
+    assert wait_idle(cli, "files01")["last_sync_state"] == "succeeded"
+    cli.api_ok("module/imapsync1/start-task", {"localuser": "u3", "task_id": "files01"})
+    assert wait_idle(cli, "files01")["last_sync_state"] == "succeeded"
+    name = "u3_files01"
+    found = {p for p in imapsync_dir.rglob(f"{name}*")} | set(cron_dir.glob(f"{name}*"))
+    declared = set(Layout(imapsync_dir, cron_dir).owned(name))
+    assert found <= declared, sorted(str(p) for p in found - declared)
+    files = Layout(imapsync_dir, cron_dir).task(name)
+    for path in (files.env, files.password, files.log, files.lock, files.status, files.history,
+                 Layout(imapsync_dir, cron_dir).cron(name)):
+        assert path in found, path
+    cli.api_ok("module/imapsync1/delete-task", {"localuser": "u3", "task_id": "files01"})
+    assert not list(imapsync_dir.rglob(f"{name}*")) and not list(cron_dir.glob(f"{name}*"))

@@ -2,9 +2,10 @@
 delivery, verified remote deletion, the delete_local pre-check), against the local
 node's two real Dovecots.
 
-imapsync itself cannot be installed here, so what it would have copied is
-copied by the test (APPEND with flags and INTERNALDATE, as imapsync does), and
-the steps are run on that.  The last test runs the whole engine with a stand-in
+imapsync cannot be installed from our registries (CI runs without it), so what
+it would have copied is copied by the test (APPEND with flags and INTERNALDATE,
+as imapsync does), and the steps are run on that; test_imapsync_completion and
+test_remote_deletion also run them after the real imapsync when it is on PATH.  The last test runs the whole engine with a stand-in
 ``imapsync`` that prints imapsync's ``copied to`` lines for copies the test made,
 so the wiring (pre-check, output, post-steps) is exercised end to end.
 """

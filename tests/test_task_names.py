@@ -21,9 +21,9 @@ from ns8_imapsync.upgrade import upgrade_task_files
 from taskdata import task_input, wait_idle
 
 sys.path.append(str(AGENT_PYPKG))  # the csvimport modules reach NS8's `agent` through ns8.py
-from ns8_imapsync.actions.tasks import check_request  # noqa: E402
 from ns8_imapsync.csvimport import apply, plan  # noqa: E402
 from ns8_imapsync.csvimport.parse import Row  # noqa: E402
+from ns8_imapsync.taskrules import check_request  # noqa: E402
 
 BASE = dict(remotehostname="imap.example.org", remoteport=143, remoteusername="alice@example.org")
 
@@ -46,9 +46,9 @@ def state(tmp_path: Path) -> StateDir:
 def legacy(state: StateDir, localuser: str, task_id: str, **kw: object) -> dict[str, bytes]:
     """A reference-module task with its password and log; returns its files' bytes."""
     name = f"{localuser}_{task_id}"
-    state.path(name, ".env").write_text(reference_env(localuser, task_id, **kw))  # type: ignore[arg-type]
-    state.path(name, ".pwd").write_text("legacy-secret\n")
-    state.path(name, ".log").write_text("legacy log\n")
+    state.files(name).env.write_text(reference_env(localuser, task_id, **kw))  # type: ignore[arg-type]
+    state.files(name).password.write_text("legacy-secret\n")
+    state.files(name).log.write_text("legacy log\n")
     return files(state)
 
 
@@ -98,7 +98,7 @@ def test_the_collision_is_refused_both_ways(state: StateDir) -> None:
 
 
 def test_a_file_that_names_nobody_is_not_free(state: StateDir) -> None:
-    state.path("u2_abc123", ".env").write_text("garbage\n")
+    state.files("u2_abc123").env.write_text("garbage\n")
     with pytest.raises(TaskError) as exc:
         check_request(request("u2", "abc123"), state)
     assert exc.value.error == "task_id_is_already_used"
@@ -119,7 +119,7 @@ def test_load_delete_and_list_see_only_the_owner(state: StateDir) -> None:
 
 def test_a_misnamed_file_is_nobodys_task(state: StateDir) -> None:
     """A copied or renamed .env names another task: acting on it would touch that task's files."""
-    state.path("u2_copy01", ".env").write_text(format_env(Task(localuser="u2", task_id="abc123", **BASE).to_env()))
+    state.files("u2_copy01").env.write_text(format_env(Task(localuser="u2", task_id="abc123", **BASE).to_env()))
     assert state.tasks() == []
     assert state.load_name("u2_copy01") is None and state.load_name("u2_abc123") is None
     assert state.load("u2", "copy01") is None
@@ -139,10 +139,10 @@ def test_a_legacy_id_is_accepted_only_for_its_own_file(state: StateDir) -> None:
 
 def test_upgrade_keeps_a_legacy_id(state: StateDir) -> None:
     legacy(state, "u2", "ref_01", extra="EXCLUDE=,^Archive\\.[0-9]{4,}$,Junk\nFOLDERSYNCHRONIZATION=exclusion\n")
-    state.path("u2_x_y", ".env").write_text(reference_env("u2_x", "z"))  # names another task: left alone
+    state.files("u2_x_y").env.write_text(reference_env("u2_x", "z"))  # names another task: left alone
     upgraded, unreadable = upgrade_task_files(state)
     assert (upgraded, unreadable) == (["u2_ref_01"], ["u2_x_y.env"])
-    text = state.path("u2_ref_01", ".env").read_text()
+    text = state.files("u2_ref_01").env.read_text()
     assert "FORMAT_VERSION=2\n" in text and "TASK_ID=ref_01\n" in text
     task = state.load("u2", "ref_01")
     assert task.exclude == [r"^Archive\.[0-9]{4,}$", "Junk"] and state.resolve("u2", "ref_01") == "u2_ref_01"
@@ -172,7 +172,7 @@ def _row(number: int, localuser: str, remoteuser: str, port: str = "143") -> Row
 def test_csv_update_goes_to_the_tasks_own_files(state: StateDir) -> None:
     legacy(state, "u1", "ab_cd12")  # the reference task of u1 / alice
     copy = format_env(Task(localuser="u2", task_id="zz9999", **BASE).to_env())
-    state.path("u2_copy01", ".env").write_text(copy)  # a copy: names u2_zz9999, nobody's task
+    state.files("u2_copy01").env.write_text(copy)  # a copy: names u2_zz9999, nobody's task
     plans = plan.plan_rows([_row(2, "u1", "alice@example.org", "993"), _row(3, "u2", "alice@example.org")],
                            state, None, update=True)
     assert [(p.action, p.task_id) for p in plans[:1]] == [("update", "ab_cd12")]
@@ -186,7 +186,7 @@ def test_csv_refuses_names_taken_during_the_import(state: StateDir) -> None:
                                     state, None, update=True)
     assert (create.action, update.action) == ("create", "update")
     state.save(Task(localuser="u2", task_id=create.task_id, **BASE), "meanwhile")  # create-task got there first
-    state.path("u1_ab_cd12", ".env").write_text(reference_env("u1_ab", "cd12"))  # and the legacy file changed owner
+    state.files("u1_ab_cd12").env.write_text(reference_env("u1_ab", "cd12"))  # and the legacy file changed owner
     apply.refuse_taken_names(state, [create, update])
     assert (create.action, update.action) == ("fail", "fail")
     assert "belong to another task" in create.message

@@ -23,8 +23,8 @@ def test_round_trip_keeps_hostile_but_printable_values(tmp_path) -> None:
     back = state.load("u2", "abc123")
     assert back == task
     assert state.read_password(task) == 'p a,s"s\'w$rd`\\'
-    for suffix in (".env", ".pwd"):
-        assert stat.S_IMODE(os.stat(state.path(task.name, suffix)).st_mode) == 0o600
+    for path in (state.files(task.name).env, state.files(task.name).password):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "imapsync").st_mode) == 0o700
 
 
@@ -98,7 +98,7 @@ def test_delete_removes_every_file(tmp_path) -> None:
     task = Task(**BASE, cron="5m")
     state.save(task, "pw")
     schedule.write(state, task, "h")
-    state.path(task.name, ".log").write_text("log")
+    state.files(task.name).log.write_text("log")
     assert state.delete("u2", "abc123") is True
     assert list((tmp_path / "imapsync").iterdir()) == [] and list((tmp_path / "cron").iterdir()) == []
     assert state.delete("u2", "abc123") is False

@@ -11,18 +11,25 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o600, overwrite: bool = True) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o600, overwrite: bool = True, *,
+                 durable: bool = True, tmp: Path | None = None) -> None:
     """``overwrite=False``: the complete file is linked into place, which fails
-    with FileExistsError if the target exists (even one created meanwhile)."""
+    with FileExistsError if the target exists (even one created meanwhile).
+
+    ``durable=False`` skips the fsyncs, for files written by the thousand whose
+    loss in a power cut only costs redoing them (a queued start, a bulk export's
+    sidecar): the rename still makes them whole or absent.  ``tmp``: the temporary
+    name, for a caller that recognises its own leftovers (the bulk audit)."""
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = tmp if tmp is not None else path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)  # umask may have narrowed or widened it
         if overwrite:
             os.replace(tmp, path)
@@ -32,6 +39,8 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o600, 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)

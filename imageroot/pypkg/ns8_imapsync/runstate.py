@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ns8_imapsync import files
+from ns8_imapsync.layout import TaskFiles, queue_dir
 
 HISTORY_MAX = 20
 ACTIVE_STATES = ("queued", "running")
@@ -43,6 +44,7 @@ class RunStatus:
     skipped: int = 0
     pid: int | None = None  # in the container's pid namespace: for stop only
     folder_mode: str = ""  # the task's foldersynchronization during this run
+    queued_at: float | None = None  # when the start was asked: the oldest queued goes first
     # the remote messages this run answered for, and how many of them are on the local
     # server (None: the run never got that far); folders: {folder, listed, found} each
     listed: int | None = None
@@ -57,37 +59,6 @@ class RunStatus:
     def from_dict(cls, d: dict) -> RunStatus:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
-
-
-@dataclass
-class TaskFiles:
-    """The run files of one task, in the tasks directory."""
-
-    tasks_dir: Path
-    name: str
-
-    def _p(self, suffix: str) -> Path:
-        return self.tasks_dir / f"{self.name}{suffix}"
-
-    @property
-    def lock(self) -> Path:
-        return self._p(".lock")
-
-    @property
-    def status(self) -> Path:
-        return self._p(".status.json")
-
-    @property
-    def progress(self) -> Path:
-        return self._p(".progress.json")
-
-    @property
-    def history(self) -> Path:
-        return self._p(".history.jsonl")
-
-    @property
-    def log(self) -> Path:
-        return self._p(".log")
 
 
 def lock_held(path: Path) -> bool:
@@ -143,44 +114,34 @@ class QueueEntry:
         return self.mailbox or self.name.rsplit("_", 1)[0]
 
 
-def queue_dir(tasks_dir: Path) -> Path:
-    return tasks_dir / ".queue"
-
-
 def enqueue(tasks_dir: Path, entry: QueueEntry) -> bool:
     """Add a start to the queue; False when the task is queued already.
 
     The entry is written whole to a temporary name, then linked into place:
     the link fails if the entry exists, and a crash never leaves a half-written
     entry that would keep the task "queued" for ever."""
-    qdir = queue_dir(tasks_dir)
-    files.ensure_dir(qdir)
+    files.ensure_dir(queue_dir(tasks_dir))
     data = json.dumps({"queued_at": entry.queued_at, "trigger": entry.trigger, "host": entry.host,
                        "mailbox": entry.mailbox})
-    tmp = qdir / f".{entry.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:  # no fsync: a start lost in a power cut is asked again
-        f.write(data)
-    try:
-        os.link(tmp, qdir / f"{entry.name}.json")
+    try:  # not durable: a start lost in a power cut is asked again
+        files.write_atomic(TaskFiles(tasks_dir, entry.name).queue_entry, data, 0o600, overwrite=False,
+                           durable=False)
     except FileExistsError:
         return False
-    finally:
-        tmp.unlink(missing_ok=True)
     return True
 
 
 def dequeue(tasks_dir: Path, name: str) -> bool:
     """Take a task out of the queue; False when it was not (or no longer) there."""
     try:
-        (queue_dir(tasks_dir) / f"{name}.json").unlink()
+        TaskFiles(tasks_dir, name).queue_entry.unlink()
     except FileNotFoundError:
         return False
     return True
 
 
 def is_queued(tasks_dir: Path, name: str) -> bool:
-    return (queue_dir(tasks_dir) / f"{name}.json").exists()
+    return TaskFiles(tasks_dir, name).queue_entry.exists()
 
 
 def queued(tasks_dir: Path) -> list[QueueEntry]:
@@ -223,8 +184,8 @@ def read_status(tf: TaskFiles) -> RunStatus:
     return st
 
 
-def write_status(tf: TaskFiles, st: RunStatus, **extra: object) -> None:
-    files.write_atomic(tf.status, json.dumps({**asdict(st), **extra}), 0o600)
+def write_status(tf: TaskFiles, st: RunStatus) -> None:
+    files.write_atomic(tf.status, json.dumps(asdict(st)), 0o600)
 
 
 def write_progress(tf: TaskFiles, progress: dict) -> None:
@@ -262,7 +223,7 @@ def read_history(tf: TaskFiles) -> list[dict]:
 
 
 @dataclass
-class Snapshot:
+class TaskView:
     """What list-tasks shows of a task's runs."""
 
     running: bool
@@ -271,8 +232,8 @@ class Snapshot:
     history: list[dict] = field(default_factory=list)
 
 
-def snapshot(tasks_dir: Path, name: str) -> Snapshot:
+def view(tasks_dir: Path, name: str) -> TaskView:
     tf = TaskFiles(tasks_dir, name)
     st = read_status(tf)
     running = st.state in ACTIVE_STATES  # read_status turned a dead run into "crashed"
-    return Snapshot(running=running, status=st, progress=read_progress(tf) if running else None)
+    return TaskView(running=running, status=st, progress=read_progress(tf) if running else None)

@@ -1,13 +1,8 @@
 """The task files under the module state dir, read and written safely.
 
-Layout (relative to the state dir on the host; the container sees the
-`imapsync/` directory as `$IMAPSYNC_DIR`, `/etc/imapsync`):
-
-    imapsync/<localuser>_<task_id>.env    the task (task.Task), 0600
-    imapsync/<localuser>_<task_id>.pwd    the remote password, 0600
-    imapsync/<localuser>_<task_id>.log    the last run's log
-    imapsync/vmail.pwd                    the mail module's master password, 0600
-    cron/<localuser>_<task_id>.cron       the task's schedule, if any
+Where each file is, is ``layout``'s business; this module reads and writes a
+task's definition (`.env`), password (`.pwd`) and schedule, and deletes
+everything the layout says a task owns.
 
 Every write is atomic (temp file + rename); directories are 0700. Names are
 built only from a validated `Task` (or validated localuser/task_id), never
@@ -29,7 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ns8_imapsync import files
+from ns8_imapsync import files, layout
+from ns8_imapsync.layout import Layout
 from ns8_imapsync.task import (
     LEGACY_TASK_ID_RE,
     LOCALUSER_RE,
@@ -40,9 +36,6 @@ from ns8_imapsync.task import (
     parse_env,
 )
 
-# every file a task owns: definition, run records (runstate), engine state
-SUFFIXES = (".env", ".pwd", ".log", ".lock", ".status.json", ".progress.json", ".history.jsonl",
-            ".native.json", ".imapsync.pid", ".sieve.json")
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}_[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -57,7 +50,7 @@ def task_name(localuser: str, task_id: str) -> str:
 
 
 @dataclass
-class Snapshot:
+class FilesBackup:
     """The bytes of a task's files before a change, to put back on refusal."""
 
     contents: dict[Path, bytes | None]
@@ -71,31 +64,34 @@ class Snapshot:
 
 
 class StateDir:
-    def __init__(self, tasks_dir: str | os.PathLike = "imapsync", cron_dir: str | os.PathLike = "cron"):
+    def __init__(self, tasks_dir: str | os.PathLike = layout.TASKS_DIR,
+                 cron_dir: str | os.PathLike = layout.CRON_DIR):
         self.tasks_dir = Path(tasks_dir)
         self.cron_dir = Path(cron_dir)
+        self.layout = Layout(self.tasks_dir, self.cron_dir)
 
     def ensure(self) -> None:
         files.ensure_dir(self.tasks_dir)
         files.ensure_dir(self.cron_dir)
 
     # ---- paths -------------------------------------------------------------
-    def path(self, name: str, suffix: str) -> Path:
-        return self.tasks_dir / f"{name}{suffix}"
+    def files(self, name: str) -> layout.TaskFiles:
+        """Every file of task ``name`` (``layout``)."""
+        return self.layout.task(name)
 
     def cron_path(self, name: str) -> Path:
-        return self.cron_dir / f"{name}.cron"
+        return self.layout.cron(name)
 
     @property
     def master_password_path(self) -> Path:
-        return self.tasks_dir / "vmail.pwd"
+        return self.layout.master_password
 
     # ---- who a name belongs to ------------------------------------------------
     def owner(self, name: str) -> tuple[str, str] | None:
         """(LOCALUSER, TASK_ID) of the task file `name`, None when there is
         none; ("", "") when it names nobody readable (it still is not free)."""
         try:
-            env = parse_env(self.path(name, ".env").read_text(errors="replace"))
+            env = parse_env(self.files(name).env.read_text(errors="replace"))
         except FileNotFoundError:
             return None
         return env.get("LOCALUSER", ""), env.get("TASK_ID", "")
@@ -122,7 +118,7 @@ class StateDir:
     def load(self, localuser: str, task_id: str) -> Task | None:
         """The task (localuser, task_id); None when missing or when the file
         of its name belongs to another task."""
-        p = self.path(task_name(localuser, task_id), ".env")
+        p = self.files(task_name(localuser, task_id)).env
         try:
             task = Task.from_env(parse_env(p.read_text()))
         except FileNotFoundError:
@@ -136,7 +132,7 @@ class StateDir:
         if not NAME_RE.match(name):
             raise TaskError("task", "task_name_is_not_valid", name)
         try:
-            task = Task.from_env(parse_env(self.path(name, ".env").read_text()))
+            task = Task.from_env(parse_env(self.files(name).env.read_text()))
         except FileNotFoundError:
             return None
         return task if task.name == name else None
@@ -149,26 +145,27 @@ class StateDir:
         found = []
         if not self.tasks_dir.is_dir():
             return found
-        for p in sorted(self.tasks_dir.glob("*.env")):
+        for name in layout.task_names(self.tasks_dir):
             try:
-                task = Task.from_env(parse_env(p.read_text()))
+                task = Task.from_env(parse_env(self.files(name).env.read_text()))
             except (KeyError, ValueError, OSError):
                 continue
-            if p.name == f"{task.name}.env":
+            if task.name == name:
                 found.append(task)
         return found
 
     def has_password(self, task: Task) -> bool:
-        return self.path(task.name, ".pwd").exists()
+        return self.files(task.name).password.exists()
 
     def read_password(self, task: Task) -> str:
-        return self.path(task.name, ".pwd").read_text().rstrip("\n")
+        return self.files(task.name).password.read_text().rstrip("\n")
 
-    def snapshot(self, name: str) -> Snapshot:
+    def backup(self, name: str) -> FilesBackup:
+        """The definition, password and schedule of a task as they are now."""
         contents: dict[Path, bytes | None] = {}
-        for p in [self.path(name, ".env"), self.path(name, ".pwd"), self.cron_path(name)]:
+        for p in [self.files(name).env, self.files(name).password, self.cron_path(name)]:
             contents[p] = p.read_bytes() if p.exists() else None
-        return Snapshot(contents)
+        return FilesBackup(contents)
 
     def save(self, task: Task, password: str | None) -> None:
         """Write the task; `password=None` keeps the stored one. Files of
@@ -177,8 +174,8 @@ class StateDir:
             raise TaskError("task_id", "task_id_is_already_used", task.task_id)
         self.ensure()
         if password is not None:
-            files.write_atomic(self.path(task.name, ".pwd"), password + "\n", 0o600)
-        files.write_atomic(self.path(task.name, ".env"), format_env(task.to_env()), 0o600)
+            files.write_atomic(self.files(task.name).password, password + "\n", 0o600)
+        files.write_atomic(self.files(task.name).env, format_env(task.to_env()), 0o600)
 
     def delete(self, localuser: str, task_id: str) -> bool:
         """Remove every file of the task (True if it existed). Files of
@@ -187,9 +184,7 @@ class StateDir:
         name = task_name(localuser, task_id)
         if self.owner(name) not in (None, (localuser, task_id)):
             raise TaskError("task_id", "task_not_found", task_id)
-        existed = self.path(name, ".env").exists()
-        for suffix in SUFFIXES:
-            self.path(name, suffix).unlink(missing_ok=True)
-        (self.tasks_dir / ".queue" / f"{name}.json").unlink(missing_ok=True)  # a start not yet taken
-        self.cron_path(name).unlink(missing_ok=True)
+        existed = self.files(name).env.exists()
+        for path in self.layout.owned(name):  # exactly what the layout says a task owns
+            path.unlink(missing_ok=True)
         return existed

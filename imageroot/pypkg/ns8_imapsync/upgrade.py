@@ -8,6 +8,7 @@ A file that cannot be read is left as it is and reported, never deleted.
 from __future__ import annotations
 
 from ns8_imapsync import files
+from ns8_imapsync.layout import task_names
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import FORMAT_VERSION, Task, format_env, parse_env
 
@@ -17,7 +18,8 @@ def upgrade_task_files(state: StateDir) -> tuple[list[str], list[str]]:
     upgraded, unreadable = [], []
     if not state.tasks_dir.is_dir():
         return upgraded, unreadable
-    for path in sorted(state.tasks_dir.glob("*.env")):
+    for name in task_names(state.tasks_dir):
+        path = state.files(name).env
         env = parse_env(path.read_text(errors="replace"))
         if env.get("FORMAT_VERSION") == FORMAT_VERSION:
             continue
@@ -26,7 +28,7 @@ def upgrade_task_files(state: StateDir) -> tuple[list[str], list[str]]:
         except (KeyError, ValueError):
             unreadable.append(path.name)
             continue
-        if path.name != f"{task.name}.env":
+        if task.name != name:
             unreadable.append(path.name)
             continue
         files.write_atomic(path, format_env(task.to_env()), 0o600)

@@ -140,7 +140,7 @@ def restore_environment(request: dict) -> None:
                  "MAIL_PORT": str(provider.get("port") or "143"), "MAIL_MODULE": provider["module_id"]})
 
 
-def start_service_if_configured() -> None:
+def upgrade_tasks_and_restart() -> None:
     """restore-module/60systemd and update-module.d: old task files upgraded,
     then the service (re)started when a mail server is bound."""
     upgraded, unreadable = upgrade_task_files(StateDir())

@@ -18,18 +18,13 @@ import json
 import os
 import sys
 
-from ns8_imapsync import container, ns8, runstate, schedule
+from ns8_imapsync import container, errors, ns8, runstate, schedule
+from ns8_imapsync.errors import VALIDATION_FAILED
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import Task, TaskError
+from ns8_imapsync.taskrules import check_request, enabled_mailboxes
 
 LOG_TAIL = 100 * 1024
-# exit codes of the reference module's create-task, by error class
-LOGIN_EXIT_CODES = {
-    "bad_user_credentials": 2,
-    "Check_hostname_or_tcp_port": 3,
-    "SSL_encryption_error": 4,
-    "STARTTLS_not_allowed_use_IMAPS": 4,
-}
 
 
 def _task_error(exc: TaskError) -> None:
@@ -62,30 +57,6 @@ def _create_task_error(error: str, exit_code: int) -> None:
                         exit_code)
 
 
-def check_request(request: dict, state: StateDir) -> Task:
-    """create-task's rules on a schema-valid input (shared with import-csv-tasks):
-    the task's values, an id no other task's files have, the delete pair, a
-    password for a new task. Raises TaskError."""
-    task = Task.from_request(request)
-    state.check_free(task.localuser, task.task_id)
-    if task.delete_local and task.delete_remote:
-        # once a remote message is deleted, the next delete_local pass would
-        # remove its only copy: both engines refuse the pair, so refuse it here
-        raise TaskError("delete_local", "delete_local_and_delete_remote_are_exclusive", True)
-    if not request.get("remotepassword") and not state.has_password(task):
-        raise TaskError("remotepassword", "remotepassword_is_required", "")
-    return task
-
-
-def login_verdict(line: str) -> dict:
-    """One JSON line of `syncctl validation` ({ok, error, reason}); {} if unreadable."""
-    try:
-        verdict = json.loads(line)
-    except json.JSONDecodeError:
-        return {}
-    return verdict if isinstance(verdict, dict) else {}
-
-
 def validate_create(request: dict) -> Task:
     """create-task/10validate: the values, and a password for a new task."""
     try:
@@ -105,23 +76,23 @@ def save_and_check(request: dict) -> None:
     state = StateDir()
     try:
         state.check_free(task.localuser, task.task_id)  # again: a task may have appeared since step 10
-        snapshot = state.snapshot(task.name)
+        backup = state.backup(task.name)
         state.save(task, request.get("remotepassword") or None)  # checks the owner once more
     except TaskError as exc:
         _task_error(exc)
         raise  # not reached
-    proc = container.syncctl("validation", task.name, timeout=60)
-    verdict = login_verdict(proc.stdout.splitlines()[-1]) if proc.stdout.strip() else {}
-    if proc.returncode != 0 or not verdict.get("ok"):
-        snapshot.restore()
-        error = verdict.get("error") or "validation_failed"
-        reason = verdict.get("reason") or proc.stderr.strip()
+    verdicts, stderr = container.validate([task.name], timeout=60)
+    verdict = verdicts.get(task.name, container.Verdict(False))
+    if not verdict.ok:
+        backup.restore()
+        error = verdict.error or VALIDATION_FAILED
+        reason = verdict.reason or stderr
         ns8.log(f"create-task {task.name} refused: {reason}", ns8.SD_WARNING)
-        _create_task_error(error, LOGIN_EXIT_CODES.get(error, 1))
+        _create_task_error(error, errors.login_exit_code(error))
     schedule.write(state, task, ns8.env_get("MAIL_HOST") or "")
     # a new or edited task syncs at once, as the reference module does
-    container.syncctl("stop", task.name, timeout=120)
-    container.syncctl("start", task.name, "--detach", "--trigger", "create")
+    container.stop([task.name])
+    container.start([task.name], "create")
 
 
 def delete_task(request: dict) -> None:
@@ -132,7 +103,7 @@ def delete_task(request: dict) -> None:
     name = _name(request, state)
     _exists(request, state, name)
     if runstate.lock_held(runstate.TaskFiles(state.tasks_dir, name).lock):
-        container.syncctl("stop", name, timeout=120)
+        container.stop([name])
     try:
         state.delete(request["localuser"], request["task_id"])
     except TaskError as exc:  # its file changed owner while the run stopped
@@ -150,18 +121,18 @@ def _existing(request: dict) -> str:
 def start_task(request: dict) -> None:
     """Start a run now (queued behind the concurrency caps); a running task is left alone."""
     name = _existing(request)
-    proc = container.syncctl("start", name, "--detach", "--trigger", "manual")
-    if proc.returncode != 0:
-        ns8.log(f"start of {name} failed: {proc.stderr.strip()}", ns8.SD_ERR)
+    done = container.start([name], "manual")
+    if done.failed([name], container.START_FAILED):
+        ns8.log(f"start of {name} failed: {done.by_task.get(name) or done.stderr}", ns8.SD_ERR)
         sys.exit(1)
 
 
 def stop_task(request: dict) -> None:
     """Stop and wait until the run has exited; stopping a stopped task is harmless."""
     name = _existing(request)
-    proc = container.syncctl("stop", name, timeout=120)
-    if proc.returncode != 0:
-        ns8.log(f"stop of {name} failed: {proc.stdout.strip()} {proc.stderr.strip()}", ns8.SD_ERR)
+    done = container.stop([name])
+    if done.failed([name], container.STOP_FAILED):
+        ns8.log(f"stop of {name} failed: {done.by_task.get(name) or done.stderr}", ns8.SD_ERR)
         sys.exit(1)
 
 
@@ -172,31 +143,15 @@ def for_all_tasks(verb: str) -> dict:
     names = [t.name for t in StateDir().tasks()]
     if not names:
         return {"done": [], "failed": []}
-    args = ("start", *names, "--detach", "--trigger", "manual") if verb == "start" else ("stop", *names)
-    proc = container.syncctl(*args, timeout=600)
-    outcome = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
-    bad = ("no such task", "still running")
-    done = [n for n in names if n in outcome and outcome[n] not in bad]
-    failed = [n for n in names if n not in done]
+    if verb == "start":
+        outcomes, bad = container.start(names, "manual", timeout=600), container.START_FAILED
+    else:
+        outcomes, bad = container.stop(names, timeout=600), container.STOP_FAILED
+    failed = outcomes.failed(names, bad)
     for name in failed:
-        ns8.log(f"{verb} of {name} failed: {outcome.get(name, proc.stderr.strip() or 'no answer')}", ns8.SD_ERR)
-    return {"done": done, "failed": failed}
-
-
-def enabled_mailboxes() -> tuple[list[dict], str]:
-    """The mail module's enabled users, or [] and why not."""
-    module = ns8.env_get("MAIL_MODULE")
-    if not ns8.env_get("MAIL_SERVER") or not module:
-        return [], "the module is not configured: choose a mail server in Settings"
-    try:
-        result = ns8.run_task(f"module/{module}", "list-user-mailboxes")
-    except Exception as exc:  # the mail module may be gone or stopped
-        return [], f"mail server {module} cannot be reached: {type(exc).__name__}"
-    output = result.get("output")
-    if result.get("exit_code") != 0 or not isinstance(output, dict):
-        return [], f"mail server {module} did not list its mailboxes: is it configured?"
-    users = [u["user"] for u in output.get("user_mailboxes", []) if u.get("enabled", True)]
-    return [{"name": u, "label": u, "value": u} for u in users], ""
+        ns8.log(f"{verb} of {name} failed: {outcomes.by_task.get(name) or outcomes.stderr or 'no answer'}",
+                ns8.SD_ERR)
+    return {"done": [n for n in names if n not in failed], "failed": failed}
 
 
 def list_tasks() -> dict:
@@ -205,7 +160,7 @@ def list_tasks() -> dict:
     props = []
     for task in state.tasks():
         item = task.to_api()
-        snap = runstate.snapshot(state.tasks_dir, task.name)
+        snap = runstate.view(state.tasks_dir, task.name)
         last = snap.status
         finished = last.state not in ("never", *runstate.ACTIVE_STATES)
         item.update({
@@ -220,7 +175,7 @@ def list_tasks() -> dict:
             "last_sync_listed": last.listed if finished else None,
             "last_sync_found": last.found if finished else None,
             "last_sync_short_folders": last.short_folders() if finished else [],
-            "has_log": state.path(task.name, ".log").exists(),
+            "has_log": state.files(task.name).log.exists(),
         })
         props.append(item)
     result: dict = {"enabled_mailboxes": mailboxes, "user_properties": props}
@@ -236,7 +191,7 @@ def get_log(request: dict) -> dict:
     name = _name(request, state)
     if not _exists(request, state, name):
         return {"log_content": "", "truncated": False}
-    path = state.path(name, ".log")
+    path = state.files(name).log
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -261,11 +216,7 @@ def list_informations(request: dict) -> dict:
         return {"status": False, "reason": f"task {name} does not exist"}
     if not container.running():
         return {"status": False, "reason": "the sync service is not running: is the module configured?"}
-    proc = container.syncctl("list-informations", name, timeout=300)
-    try:
-        result = json.loads(proc.stdout.splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        return {"status": False, "reason": f"syncctl failed ({proc.returncode})"}
+    result = container.informations(name)
     if not result.get("status"):
         return {"status": False, "reason": result.get("reason", "unknown error")}
     return result

@@ -27,7 +27,7 @@ from . import exitcodes
 from .config import Account, ServerConfig, TlsOptions
 from .export import source_folders
 from .pool import AccountResult, Stopped
-from .progress import Progress
+from .progress import ProgressDisplay
 from .runlog import RunLog
 from .session import account_session
 from .store import FOLDER_META, MESSAGE_RE, TMP_PREFIX, AccountStore, StoreError
@@ -48,7 +48,7 @@ class AuditContext:
     tls: TlsOptions
     root: Path
     log: RunLog
-    progress: Progress
+    progress: ProgressDisplay
     stop: threading.Event
 
 

@@ -34,7 +34,7 @@ from .config import (
     write_import_template,
 )
 from .pool import AccountResult, overall_exit, run_accounts
-from .progress import Progress, human_bytes
+from .progress import ProgressDisplay, human_bytes
 from .runlog import RunLog
 from .secret import SecretError, read_secret
 
@@ -158,6 +158,23 @@ def _run(args: argparse.Namespace) -> int:
         log.close()
 
 
+def _stop_on_signals(log: RunLog) -> tuple[threading.Event, threading.Event]:
+    """SIGINT/SIGTERM: finish the current batch and stop (a second one aborts)."""
+    stop, interrupted = threading.Event(), threading.Event()
+
+    def on_signal(signum, _frame):
+        if stop.is_set() and interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        stop.set()
+        log.warn(f"signal {signal.Signals(signum).name}: stopping after the current batch (again to abort)")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    return stop, interrupted
+
+
 def _run_logged(args: argparse.Namespace, log: RunLog) -> int:
     mode = args.mode
     from .probe import python_ok
@@ -181,20 +198,7 @@ def _run_logged(args: argparse.Namespace, log: RunLog) -> int:
         log.warn("--insecure: IMAP server certificates are NOT verified")
     limits = Limits(large_message=max(1024, args.large_message_bytes),
                     chunk_size=min(4 * 1024 * 1024, max(1024, args.large_message_bytes // 2)))
-    stop = threading.Event()
-    interrupted = threading.Event()
-
-    def on_signal(signum, _frame):
-        if stop.is_set() and interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        stop.set()
-        log.warn(f"signal {signal.Signals(signum).name}: stopping after the current batch (again to abort)")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-
+    stop, interrupted = _stop_on_signals(log)
     log.info(f"{mode}: {len(cfg.accounts)} account(s) on {cfg.server.where} "
              f"({'IMAPS' if cfg.server.ssl else 'STARTTLS' if cfg.server.starttls else 'plain/STARTTLS if offered'}), "
              f"data in {data_dir}, {args.max_workers} worker(s)")
@@ -269,7 +273,7 @@ def _provision_upfront(cfg: MigrationConfig, provisioner, log: RunLog, args: arg
 
 
 # ---- modes -------------------------------------------------------------------
-def _summary(results: list[AccountResult], log: RunLog, progress: Progress | None, mode: str) -> None:
+def _summary(results: list[AccountResult], log: RunLog, progress: ProgressDisplay | None, mode: str) -> None:
     if progress is not None:
         progress.close()
     ok = sum(1 for r in results if r.ok)
@@ -287,7 +291,7 @@ def _pool(args, cfg, log, stop, job, accounts=None) -> list[AccountResult]:
                         ignore_errors=args.ignore_errors, stop=stop, log=log)
 
 
-def _tracked(progress: Progress, job):
+def _tracked(progress: ProgressDisplay, job):
     def run(account, result):
         progress.start(account.email)
         try:
@@ -321,7 +325,7 @@ def _export(args, cfg, tls, log, stop, interrupted, data_dir, limits) -> int:
     template = cfg.path.with_name(DEFAULT_IMPORT_CONFIG)
     if write_import_template(cfg, template):
         log.info(f"wrote {template} (mode 0600): set the target server there before importing")
-    progress = Progress(log, len(cfg.accounts), "exported")
+    progress = ProgressDisplay(log, len(cfg.accounts), "exported")
     ctx = RunContext(cfg.server, tls, data_dir, log, progress, stop, limits)
     results = _pool(args, cfg, log, stop, _tracked(progress, lambda a, r: export_account(a, r, ctx)))
     _summary(results, log, progress, "export")
@@ -335,7 +339,7 @@ def _audit(args, cfg, tls, log, stop, interrupted, data_dir) -> int:
     from .audit import AuditContext, audit_account
     if not data_dir.is_dir():
         raise EnvironmentProblem(f"export directory {data_dir} does not exist")
-    progress = Progress(log, len(cfg.accounts), "audited")
+    progress = ProgressDisplay(log, len(cfg.accounts), "audited")
     ctx = AuditContext(None if args.audit_offline else cfg.server, tls, data_dir, log, progress, stop)
     results = _pool(args, cfg, log, stop, _tracked(progress, lambda a, r: audit_account(a, r, ctx)))
     _summary(results, log, progress, "audit")
@@ -344,7 +348,7 @@ def _audit(args, cfg, tls, log, stop, interrupted, data_dir) -> int:
 
 def _import(args, cfg, tls, log, stop, interrupted, data_dir, limits, provisioner) -> int:
     from .importer import ImportContext, import_account
-    progress = Progress(log, len(cfg.accounts), "imported")
+    progress = ProgressDisplay(log, len(cfg.accounts), "imported")
     ctx = ImportContext(cfg.server, tls, data_dir, log, progress, stop, limits, provisioner)
     results = _pool(args, cfg, log, stop, _tracked(progress, lambda a, r: import_account(a, r, ctx)))
     _summary(results, log, progress, "import")
@@ -353,7 +357,7 @@ def _import(args, cfg, tls, log, stop, interrupted, data_dir, limits, provisione
 
 def _validate(args, cfg, tls, log, stop, interrupted, data_dir, limits, provisioner) -> int:
     from .validate import ValidateContext, validate_account
-    progress = Progress(log, len(cfg.accounts), "checked")
+    progress = ProgressDisplay(log, len(cfg.accounts), "checked")
     ctx = ValidateContext(cfg.server, tls, data_dir, log, progress, stop, limits, provisioner,
                           resync_missing=args.resync_missing, deep=args.verify_content)
     results = _pool(args, cfg, log, stop, _tracked(progress, lambda a, r: validate_account(a, r, ctx)))

@@ -10,7 +10,7 @@ from pathlib import Path
 from ns8_imapsync.imap.reads import Limits
 
 from .config import ServerConfig, TlsOptions
-from .progress import Progress
+from .progress import ProgressDisplay
 from .runlog import RunLog
 
 
@@ -20,6 +20,6 @@ class RunContext:
     tls: TlsOptions
     root: Path
     log: RunLog
-    progress: Progress
+    progress: ProgressDisplay
     stop: threading.Event
     limits: Limits

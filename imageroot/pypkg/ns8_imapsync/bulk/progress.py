@@ -1,7 +1,7 @@
-"""Progress: bars per running account and one overall bar on a terminal; on
+"""ProgressDisplay: bars per running account and one overall bar on a terminal; on
 anything else (a pipe, a log collector) plain lines at most every few seconds.
 
-Workers call :meth:`Progress.update`; nothing here talks to IMAP.
+Workers call :meth:`ProgressDisplay.update`; nothing here talks to IMAP.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-class Progress:
+class ProgressDisplay:
     def __init__(self, log: RunLog, accounts: int, verb: str, stream: TextIO | None = None,
                  tty: bool | None = None) -> None:
         self.log = log

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ns8_imapsync import files
 
 ACCOUNT_META = ".account.json"
 FOLDER_META = ".folder.json"
@@ -130,11 +131,10 @@ def safe_account_dir(email: str) -> str:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """A sidecar or meta file, whole or absent: thousands per export, so without
+    fsync (a power cut costs re-exporting them), under the temporary prefix the
+    audit looks for."""
+    files.write_atomic(path, data, mode, durable=False, tmp=path.with_name(f"{TMP_PREFIX}{path.name}"))
 
 
 def message_paths(folder_dir: Path, uid: int) -> tuple[Path, Path]:

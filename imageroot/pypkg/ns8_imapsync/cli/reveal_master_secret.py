@@ -1,7 +1,7 @@
 """bin/reveal-master-secret: fetch the mail module's master credentials.
 
 Run by the service's ExecStartPre. The password is written to
-`imapsync/vmail.pwd` (0600), the only place the sync container reads it from.
+`imapsync/vmail.pwd` (0600, ``layout.Layout.master_password``), the only place the sync container reads it from.
 The mail module may still be starting, so a failure is retried.
 """
 
@@ -11,6 +11,7 @@ import sys
 import time
 
 from ns8_imapsync import files, ns8
+from ns8_imapsync.layout import Layout
 
 ATTEMPTS = 6
 DELAY = 10
@@ -28,7 +29,8 @@ def mail_agent_id() -> str | None:
 
 
 def main() -> int:
-    files.ensure_dir("imapsync")
+    state = Layout()
+    files.ensure_dir(state.tasks_dir)
     for attempt in range(1, ATTEMPTS + 1):
         agent_id = mail_agent_id()
         if agent_id is None:
@@ -37,7 +39,7 @@ def main() -> int:
         try:
             result = ns8.run_task(agent_id, "reveal-master-credentials")
             if result["exit_code"] == 0 and isinstance(result["output"], dict):
-                files.write_atomic("imapsync/vmail.pwd", result["output"]["password"] + "\n", 0o600)
+                files.write_atomic(state.master_password, result["output"]["password"] + "\n", 0o600)
                 return 0
             reason = f"exit code {result['exit_code']}"
         except Exception as exc:  # transport errors: retry like the reference module

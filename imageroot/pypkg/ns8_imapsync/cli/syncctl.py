@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 
-from ns8_imapsync import __version__
+from ns8_imapsync import __version__, errors, layout
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import TaskError
 
@@ -25,7 +24,6 @@ def state() -> StateDir:
     return StateDir(tasks, os.environ.get("CRON_DIR", "/etc/cron.d"))
 
 
-STAGING_RE = re.compile(r"^\.import-[a-z0-9]{8,32}$")
 VALIDATION_WORKERS = 16
 
 
@@ -39,11 +37,10 @@ def cmd_validation(names: list[str], staging: str | None = None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from ns8_imapsync.imap.connection import Endpoint, check_login
-    from ns8_imapsync.imap.errors import ACTION_EXIT_CODES
 
     st = state()
     if staging is not None:
-        if not STAGING_RE.match(staging):
+        if not layout.STAGING_RE.match(staging):
             raise TaskError("staging", "staging_is_not_valid", staging)
         st = StateDir(st.tasks_dir / staging, st.cron_dir)
     tasks = {name: st.load_name(name) for name in names}
@@ -61,13 +58,12 @@ def cmd_validation(names: list[str], staging: str | None = None) -> int:
     codes = []
     for name in names:
         if tasks[name] is None:
-            verdict = {"task": name, "ok": False, "error": "task_not_found", "reason": f"no task {name}"}
+            say(name, ok=False, error="task_not_found", reason=f"no task {name}")
             codes.append(EXIT_NO_TASK)
         else:
             result = results[keys[name]]
-            verdict = {"task": name, "ok": result.ok, "error": result.error, "reason": result.reason}
-            codes.append(0 if result.ok else ACTION_EXIT_CODES.get(result.error or "", 1))
-        print(json.dumps(verdict), flush=True)
+            say(name, ok=result.ok, error=result.error, reason=result.reason)
+            codes.append(0 if result.ok else errors.login_exit_code(result.error or ""))
     if len(names) == 1:
         return codes[0]
     return 0 if not any(codes) else 1
@@ -114,17 +110,22 @@ def _enqueue(name: str, trigger: str) -> str:
         if runstate.is_queued(tf.tasks_dir, name):
             return "already queued"
         now = time.time()
-        st = runstate.RunStatus(state="queued", trigger=trigger)
-        runstate.write_status(tf, st, queued_at=now)
+        st = runstate.RunStatus(state="queued", trigger=trigger, queued_at=now)
+        runstate.write_status(tf, st)
         runstate.enqueue(tf.tasks_dir, runstate.QueueEntry(name, now, trigger, plan.source.host, plan.local_user))
         return "queued"
     finally:
         os.close(fd)
 
 
+def say(name: str, **answer: object) -> None:
+    """One answer line, JSON (``container.answers`` reads them on the host)."""
+    print(json.dumps({"task": name, **answer}), flush=True)
+
+
 def cmd_start(names: list[str], detach: bool, trigger: str, from_queue: float | None = None) -> int:
     """Foreground: one task, its outcome is the exit code. Detached: any number
-    of tasks are queued, one `<name>: <state>` line each, and a dispatcher
+    of tasks are queued, one ``{"task", "outcome"}`` line each, and a dispatcher
     starts them within the caps; exit 1 if any could not be queued.
 
     Cron's starts are detached too (`SYNC_START=queue` in the cron files): a
@@ -139,7 +140,7 @@ def cmd_start(names: list[str], detach: bool, trigger: str, from_queue: float | 
         for name in names:
             outcome = _enqueue(name, trigger)
             failed |= outcome == "no such task"
-            print(f"{name}: {outcome}", flush=True)
+            say(name, outcome=outcome)
         ensure_dispatcher(state())
         return 1 if failed else 0
     if len(names) != 1:
@@ -152,9 +153,9 @@ def cmd_start(names: list[str], detach: bool, trigger: str, from_queue: float | 
         return EXIT_NO_TASK
     result = Run(state(), plan, trigger, queued_at=from_queue, from_queue=from_queue is not None).execute()
     if result is None:
-        print(f"{name}: already running, this run is skipped")
+        say(name, outcome="already running", reason="this run is skipped")
         return 0
-    print(f"{name}: {result.state}: {result.reason}")
+    say(name, outcome=result.state, reason=result.reason)
     return 0 if result.state == "succeeded" else 1
 
 
@@ -187,7 +188,7 @@ def cmd_stop(names: list[str]) -> int:
     with ThreadPoolExecutor(max_workers=16) as pool:
         outcomes = list(pool.map(lambda n: stop_run(state(), n), names))
     for name, outcome in zip(names, outcomes, strict=True):
-        print(f"{name}: {outcome}")
+        say(name, outcome=outcome)
     return 0 if all(o in ("stopped", "not running") for o in outcomes) else 1
 
 
@@ -199,7 +200,7 @@ def cmd_status(name: str) -> int:
     if state().load_name(name) is None:
         print(f"syncctl: no task {name}", file=sys.stderr)
         return EXIT_NO_TASK
-    snap = runstate.snapshot(state().tasks_dir, name)
+    snap = runstate.view(state().tasks_dir, name)
     print(json.dumps({"running": snap.running, "status": asdict(snap.status), "progress": snap.progress}))
     return 0
 

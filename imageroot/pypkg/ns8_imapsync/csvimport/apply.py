@@ -25,22 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ns8_imapsync import container, files, runstate, schedule
-from ns8_imapsync.actions.tasks import login_verdict
+from ns8_imapsync import container, errors, files, layout, runstate, schedule
 from ns8_imapsync.csvimport.plan import RowPlan
+from ns8_imapsync.errors import VALIDATION_FAILED
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import format_env
-
-STAGING_PREFIX = ".import-"
-LOCK_NAME = ".import.lock"
-# create-task's error classes, in words: the terminal is not translated like the UI
-REASONS = {
-    "bad_user_credentials": "the remote server refused the user or password",
-    "Check_hostname_or_tcp_port": "the remote host or TCP port could not be reached",
-    "SSL_encryption_error": "the encryption does not match what the remote server expects",
-    "STARTTLS_not_allowed_use_IMAPS": "the remote server refuses STARTTLS, use IMAPS (ssl, port 993) instead",
-    "validation_failed": "the remote login failed",
-}
 
 
 class ImportBusy(RuntimeError):
@@ -51,7 +40,7 @@ class ImportBusy(RuntimeError):
 def import_lock(state: StateDir) -> Iterator[None]:
     """Only one import at a time: two would both see a sync as new and create it twice."""
     files.ensure_dir(state.tasks_dir)
-    fd = os.open(state.tasks_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(state.layout.import_lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,7 +56,7 @@ def remove_leftovers(state: StateDir) -> list[str]:
     """Staging directories of an import that died (we hold the import lock:
     no live import owns one)."""
     gone = []
-    for p in state.tasks_dir.glob(STAGING_PREFIX + "*"):
+    for p in state.tasks_dir.glob(layout.STAGING_PREFIX + "*"):
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
             gone.append(p.name)
@@ -77,7 +66,7 @@ def remove_leftovers(state: StateDir) -> list[str]:
 @contextmanager
 def staging_dir(state: StateDir) -> Iterator[StateDir]:
     token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(16))
-    path = state.tasks_dir / f"{STAGING_PREFIX}{token}"
+    path = state.layout.staging(token)
     path.mkdir(mode=0o700)
     try:
         yield StateDir(path, state.cron_dir)
@@ -97,8 +86,8 @@ def stage(staging: StateDir, candidates: list[RowPlan]) -> None:
     """The candidates' task files, as StateDir.save writes them, in the staging directory."""
     for p in candidates:
         assert p.task is not None
-        _write_new(staging.path(p.task.name, ".pwd"), p.password + "\n")
-        _write_new(staging.path(p.task.name, ".env"), format_env(p.task.to_env()))
+        _write_new(staging.files(p.task.name).password, p.password + "\n")
+        _write_new(staging.files(p.task.name).env, format_env(p.task.to_env()))
 
 
 def check_logins(staging: StateDir, candidates: list[RowPlan]) -> None:
@@ -112,21 +101,15 @@ def check_logins(staging: StateDir, candidates: list[RowPlan]) -> None:
         return
     names = [p.task.name for p in candidates if p.task]
     timeout = 120 + 11 * len(names)  # worst case: every login times out (10 s), 16 at a time
-    proc = container.syncctl("validation", "--staging", staging.tasks_dir.name, *names, timeout=timeout)
-    verdicts = {}
-    for line in proc.stdout.splitlines():
-        verdict = login_verdict(line)
-        if "task" in verdict:
-            verdicts[verdict["task"]] = verdict
+    verdicts, stderr = container.validate(names, staging=staging.tasks_dir.name, timeout=timeout)
     for p in candidates:
         verdict = verdicts.get(p.task.name if p.task else "")
         if verdict is None:
-            p.fail(f"the remote login was not checked (syncctl exited {proc.returncode}: "
-                   f"{proc.stderr.strip()[-200:]})")
-        elif not verdict.get("ok"):
-            error = verdict.get("error") or "validation_failed"
-            p.fail(f"{REASONS.get(error, error)} ({error}): {p.account}")
-            p.detail = verdict.get("reason") or ""
+            p.fail(f"the remote login was not checked (syncctl: {stderr[-200:] or 'no answer'})")
+        elif not verdict.ok:
+            error = verdict.error or VALIDATION_FAILED
+            p.fail(f"{errors.login_words(error)} ({error}): {p.account}")
+            p.detail = verdict.reason
 
 
 def refuse_taken_names(state: StateDir, candidates: list[RowPlan]) -> None:
@@ -148,8 +131,9 @@ def put_in_place(staging: StateDir, state: StateDir, accepted: list[RowPlan], ma
     os.sync()  # the staged files reach the disk before they become tasks
     for p in accepted:
         assert p.task is not None
-        for suffix in (".pwd", ".env"):  # the .env last: it makes the task exist
-            os.replace(staging.path(p.task.name, suffix), state.path(p.task.name, suffix))
+        staged, final = staging.files(p.task.name), state.files(p.task.name)
+        os.replace(staged.password, final.password)
+        os.replace(staged.env, final.env)  # the .env last: it makes the task exist
     dfd = os.open(state.tasks_dir, os.O_RDONLY)
     try:
         os.fsync(dfd)
@@ -169,6 +153,6 @@ def start_first_syncs(state: StateDir, accepted: list[RowPlan]) -> tuple[bool, s
     running = [n for p, n in zip(accepted, names, strict=True)
                if p.action == "update" and runstate.lock_held(runstate.TaskFiles(state.tasks_dir, n).lock)]
     if running:
-        container.syncctl("stop", *running, timeout=600)
-    proc = container.syncctl("start", *names, "--detach", "--trigger", "import", timeout=600)
-    return proc.returncode == 0, proc.stderr.strip()
+        container.stop(running, timeout=600)
+    outcomes = container.start(names, "import", timeout=600)
+    return not outcomes.failed(names, container.START_FAILED), outcomes.stderr

@@ -13,8 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ns8_imapsync import ns8
-from ns8_imapsync.actions import tasks as task_actions
+from ns8_imapsync import ns8, taskrules
 from ns8_imapsync.csvimport import apply, report
 from ns8_imapsync.csvimport.parse import MAX_INPUT, REQUIRED, CsvFile, CsvFormatError, parse
 from ns8_imapsync.csvimport.plan import RowPlan, plan_rows
@@ -68,7 +67,7 @@ def run(data: bytes, opts: Options, state: StateDir | None = None, say: Callable
     if not mail_host:
         return _abort("the module is not configured (module_is_not_configured): choose a mail server in "
                       "Settings (configure-module) first", opts, say)
-    mailboxes, why = task_actions.enabled_mailboxes()
+    mailboxes, why = taskrules.enabled_mailboxes()
     if why:
         return _abort(f"the local users cannot be checked: {why}", opts, say)
     try:

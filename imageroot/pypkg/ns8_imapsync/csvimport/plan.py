@@ -2,7 +2,7 @@
 
 Every row becomes the create-task request the UI would send, checked with
 create-task's own rules: its input schema (`actions/create-task/validate-input.json`,
-as the agent checks it) and `actions.tasks.check_request`. The CSV's own
+as the agent checks it) and `taskrules.check_request`. The CSV's own
 rules come first (mandatory values, numeric ports, security values) so the
 messages speak of columns, not JSON fields.
 
@@ -17,26 +17,19 @@ one was meant.
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jsonschema
 
-from ns8_imapsync.actions.tasks import check_request
 from ns8_imapsync.csvimport.parse import MANDATORY, OPTIONAL, Row
+from ns8_imapsync.layout import task_names
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import CONTROL_RE, Task, TaskError
+from ns8_imapsync.taskrules import check_request, validator
 
-SCHEMA_PATH = Path(__file__).parents[3] / "actions" / "create-task" / "validate-input.json"
 ID_CHARS = string.ascii_lowercase + string.digits
-# gojsonschema's `hostname` format (the agent's validator): jsonschema only
-# checks it with an extra package NS8 does not have
-HOSTNAME_RE = re.compile(r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])"
-                         r"(\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]{0,61}[a-zA-Z0-9]))*")
 SECURITY = {"tls": "tls", "starttls": "tls", "ssl": "ssl", "imaps": "ssl", "": "", "none": ""}
 TRUE = ("true", "yes", "1", "on")
 FALSE = ("false", "no", "0", "off")
@@ -92,12 +85,6 @@ def new_task_id(localuser: str, taken_ids: set[str], taken_names: set[str]) -> s
             taken_ids.add(task_id)
             taken_names.add(name)
             return task_id
-
-
-def _validator() -> jsonschema.Draft7Validator:
-    checker = jsonschema.FormatChecker(formats=())
-    checker.checks("hostname")(lambda s: not isinstance(s, str) or (bool(HOSTNAME_RE.fullmatch(s)) and len(s) < 256))
-    return jsonschema.Draft7Validator(json.loads(SCHEMA_PATH.read_text()), format_checker=checker)
 
 
 def _bool(column: str, value: str) -> bool:
@@ -157,13 +144,13 @@ class Planner:
         self.state = state
         self.mailboxes = set(mailboxes) if mailboxes is not None else None
         self.update = update
-        self.validator = _validator()
+        self.validator = validator("create-task")
         # tasks() lists only files named after their own values: an update
         # never writes to files that belong to another task
         self.existing = {sync_key(t.localuser, t.remoteusername, t.remotehostname): t for t in state.tasks()}
         self.taken_ids = {t.task_id for t in self.existing.values()}
         # every task file's name, unreadable ones too: a new task must not take one
-        self.taken_names = {p.name[:-len(".env")] for p in state.tasks_dir.glob("*.env")}
+        self.taken_names = set(task_names(state.tasks_dir))
         self.seen: dict[tuple[str, str, str], tuple[int, dict]] = {}
 
     def plan(self, row: Row) -> RowPlan:

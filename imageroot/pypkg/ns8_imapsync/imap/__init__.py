@@ -7,7 +7,6 @@ from .connection import Endpoint, LoginCheck, check_login, connect, open_session
 from .errors import (
     BAD_USER_CREDENTIALS,
     CHECK_HOSTNAME_OR_TCP_PORT,
-    ERROR_CLASSES,
     SSL_ENCRYPTION_ERROR,
     STARTTLS_NOT_ALLOWED_USE_IMAPS,
     VALIDATION_FAILED,
@@ -30,7 +29,6 @@ from .identity import HEADER_FETCH, content_hash, header_from_fetch, header_sign
 __all__ = [
     "BAD_USER_CREDENTIALS",
     "CHECK_HOSTNAME_OR_TCP_PORT",
-    "ERROR_CLASSES",
     "HEADER_FETCH",
     "SSL_ENCRYPTION_ERROR",
     "STARTTLS_NOT_ALLOWED_USE_IMAPS",

@@ -1,9 +1,8 @@
-"""Error classes the create-task validation reports, and how failures map to them.
+"""How an IMAP failure maps to a login error class (``ns8_imapsync.errors``).
 
-The five strings are the ones the real ns8-imapsync module returns from
-``create-task`` (``validation-failed`` payload ``value``/``error``) and the UI
-translates as ``tasks.<error>``, so they must never change.  The exit codes in
-:data:`ACTION_EXIT_CODES` are the ones its ``30Imapsync_validation`` step uses.
+The exceptions of the IMAP layer carry their class from where they happened
+(connect, TLS, login); ``classify`` maps any other exception, and
+``classify_imapsync_exit`` maps imapsync's exit codes, to the same classes.
 """
 
 from __future__ import annotations
@@ -13,28 +12,14 @@ import imaplib
 import socket
 import ssl
 
-BAD_USER_CREDENTIALS = "bad_user_credentials"
-CHECK_HOSTNAME_OR_TCP_PORT = "Check_hostname_or_tcp_port"
-SSL_ENCRYPTION_ERROR = "SSL_encryption_error"
-STARTTLS_NOT_ALLOWED_USE_IMAPS = "STARTTLS_not_allowed_use_IMAPS"
-VALIDATION_FAILED = "validation_failed"
-
-ERROR_CLASSES: tuple[str, ...] = (
+# the class names, words and exit codes are ns8_imapsync.errors' (importable on the host)
+from ns8_imapsync.errors import (
     BAD_USER_CREDENTIALS,
     CHECK_HOSTNAME_OR_TCP_PORT,
     SSL_ENCRYPTION_ERROR,
     STARTTLS_NOT_ALLOWED_USE_IMAPS,
     VALIDATION_FAILED,
 )
-
-#: exit code of the create-task validation step for each class (real module's values)
-ACTION_EXIT_CODES: dict[str, int] = {
-    BAD_USER_CREDENTIALS: 2,
-    CHECK_HOSTNAME_OR_TCP_PORT: 3,
-    SSL_ENCRYPTION_ERROR: 4,
-    STARTTLS_NOT_ALLOWED_USE_IMAPS: 4,
-    VALIDATION_FAILED: 1,
-}
 
 
 class ImapLayerError(Exception):

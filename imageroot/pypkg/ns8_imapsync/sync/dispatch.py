@@ -26,13 +26,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ns8_imapsync import runstate
+from ns8_imapsync import layout, runstate
 from ns8_imapsync.runstate import QueueEntry
 from ns8_imapsync.statedir import StateDir
-from ns8_imapsync.sync.runctl import Slots, default_max_syncs, host_slot_prefix, mailbox_slot_prefix, setting
+from ns8_imapsync.sync.runctl import Caps, Slots, host_slot_prefix, mailbox_slot_prefix
 
 POLL = 0.5  # seconds between looks at the queue and the slots
-LOCK_NAME = ".dispatcher.lock"
 
 Spawn = Callable[[QueueEntry], subprocess.Popen]
 
@@ -48,7 +47,7 @@ def spawn_run(entry: QueueEntry) -> subprocess.Popen:
 
 def ensure_dispatcher(state: StateDir) -> None:
     """Start a dispatcher in the background unless one is running."""
-    if runstate.lock_held(runstate.queue_dir(state.tasks_dir) / LOCK_NAME):
+    if runstate.lock_held(layout.queue_dir(state.tasks_dir) / layout.DISPATCHER_LOCK):
         return
     subprocess.Popen([sys.executable, "-m", "ns8_imapsync.cli.syncctl", "dispatch"], start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,16 +66,16 @@ class Dispatcher:
         self.state = state
         self.spawn = spawn
         self.poll = poll
-        self.node_cap = setting("SYNC_MAX_CONCURRENT", default_max_syncs())
-        self.host_cap = setting("SYNC_MAX_PER_HOST", 4)
+        caps = Caps.from_env()
+        self.node_cap, self.host_cap = caps.node, caps.per_host
         self.slots = Slots(state.tasks_dir)
         self.starting: list[Starting] = []
         self.started = 0
 
     def run(self) -> int:
         """Dispatch until the queue is empty; returns how many runs were started."""
-        lock_path = runstate.queue_dir(self.state.tasks_dir) / LOCK_NAME
-        runstate.queue_dir(self.state.tasks_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_path = layout.queue_dir(self.state.tasks_dir) / layout.DISPATCHER_LOCK
+        layout.queue_dir(self.state.tasks_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         while True:
             fd = runstate.acquire(lock_path, patience=0)
             if fd is None:

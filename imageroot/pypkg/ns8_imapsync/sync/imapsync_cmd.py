@@ -175,7 +175,7 @@ def _selection_args(plan: SyncPlan) -> list[str]:
 
 def default_pidfile(plan: SyncPlan) -> Path:
     """One pidfile per task (imapsync's default /tmp/imapsync.pid is shared by all runs)."""
-    return Path(plan.workdir) / f"{plan.task_name}.imapsync.pid"
+    return plan.files.imapsync_pid
 
 
 def build_argv(plan: SyncPlan, imapsync: str = "imapsync", pidfile: Path | None = None) -> list[str]:

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ns8_imapsync.errors import ENGINE_ERROR, VALIDATION_FAILED
 from ns8_imapsync.sync import poststeps
 from ns8_imapsync.sync.engine import HeartbeatFn
 from ns8_imapsync.sync.imapsync_cmd import ArgvError, build_argv, default_pidfile
@@ -196,10 +197,10 @@ class ImapsyncEngine:
         try:
             argv = build_argv(plan, self.imapsync, pidfile)
         except ArgvError as exc:
-            return _failed("validation_failed", str(exc), 1)
+            return _failed(VALIDATION_FAILED, str(exc), 1)
         executable = _resolve(self.imapsync)
         if executable is None:
-            return _failed("engine_error", f"imapsync is not installed: {self.imapsync!r} was not found", 127)
+            return _failed(ENGINE_ERROR, f"imapsync is not installed: {self.imapsync!r} was not found", 127)
         if stop.is_set():
             return _failed("stopped", "stopped before imapsync started", 0)
         argv[0] = executable
@@ -216,7 +217,7 @@ class ImapsyncEngine:
                 text=True, encoding="utf-8", errors="replace", bufsize=1,
             )
         except OSError as exc:
-            return _failed("engine_error", f"imapsync could not be started: {exc.strerror or exc}", 126)
+            return _failed(ENGINE_ERROR, f"imapsync could not be started: {exc.strerror or exc}", 126)
         return self._supervise(proc, plan, pidfile, progress, stop, log, heartbeat or _no_heartbeat)
 
     def _supervise(self, proc: subprocess.Popen, plan: SyncPlan, pidfile: Path, progress: ProgressFn,

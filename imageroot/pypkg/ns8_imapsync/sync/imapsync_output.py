@@ -19,6 +19,13 @@ import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from ns8_imapsync.errors import (
+    BAD_MASTER_CREDENTIALS,
+    CONNECTION_LOST,
+    ENGINE_ERROR,
+    MESSAGE_ERRORS,
+    VALIDATION_FAILED,
+)
 from ns8_imapsync.imap.errors import classify_imapsync_exit
 from ns8_imapsync.sync.report import Progress, RunReport, Side
 
@@ -395,15 +402,15 @@ def error_class(code: int, errors: list[str], *, signum: int | None = None,
     if code == -1:
         return "crashed"
     if code == EXIT_AUTHENTICATION_FAILURE_USER2:
-        return "bad_master_credentials"
+        return BAD_MASTER_CREDENTIALS
     if code == EXIT_TLS_FAILURE and _failing_side(errors) == 2:
         return "SSL_encryption_error"  # the local server's STARTTLS: "use IMAPS" would mislead
     if code in _MESSAGE_ERROR_CODES:
-        return "connection_lost" if _CONNECTION_LOST.search(text) else "message_errors"
+        return CONNECTION_LOST if _CONNECTION_LOST.search(text) else MESSAGE_ERRORS
     known = classify_imapsync_exit(code, None, text)
-    if known and known != "validation_failed":
+    if known and known != VALIDATION_FAILED:
         return known
-    return "engine_error"
+    return ENGINE_ERROR
 
 
 def parse_lines(lines: Iterable[str], returncode: int | None = None) -> RunReport:

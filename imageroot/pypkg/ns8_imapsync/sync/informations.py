@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import imaplib
 
+from ns8_imapsync.errors import VALIDATION_FAILED
 from ns8_imapsync.imap import folders as imapfolders
 from ns8_imapsync.imap.connection import close_quietly, open_session
 from ns8_imapsync.imap.errors import ImapLayerError, classify
@@ -40,7 +41,7 @@ def informations(plan: SyncPlan) -> dict:
         h2 = _side(plan.target, read_password(plan.target_password_file),
                    lambda fs: [f for f in fs if not imapfolders.always_excluded(f.name, f.delimiter)])
     except imapfolders.ExclusionTimeout as exc:  # a pattern that cannot decide: no count would be true
-        return {"status": False, "error": "validation_failed", "reason": str(exc)}
+        return {"status": False, "error": VALIDATION_FAILED, "reason": str(exc)}
     except (ImapLayerError, OSError, imaplib.IMAP4.error) as exc:
         return {"status": False, "error": classify(exc), "reason": str(exc)}
     return {

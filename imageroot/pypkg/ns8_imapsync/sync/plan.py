@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ns8_imapsync.imap.connection import Endpoint
+from ns8_imapsync.layout import Layout, TaskFiles
 from ns8_imapsync.task import Task
 
 # Host2 is always the bound mail server, logged in as <localuser>*vmail.
@@ -31,8 +32,13 @@ class SyncPlan:
     delete_local: bool = False  # delete on host2 what host1 no longer has (with a brake)
     delete_local_max_share: float = 0.5  # the brake: refuse to delete more than this share of a folder
     sieve_enabled: bool = False  # inbox mode: FILTER SIEVE DELIVERY on host2 after the copy
-    workdir: Path = Path(".")  # per-task engine state (e.g. <name>.native.json) lives here
+    workdir: Path = Path(".")  # the task directory: the task's engine files (``files``) live here
     gmail: bool = False  # the source is Gmail (imapsync --gmail1)
+
+    @property
+    def files(self) -> TaskFiles:
+        """The task's files (its engine state among them), as ``layout`` names them."""
+        return TaskFiles(Path(self.workdir), self.task_name)
 
     @property
     def local_user(self) -> str:
@@ -47,8 +53,8 @@ class SyncPlan:
             task_name=task.name,
             source=source,
             target=target,
-            source_password_file=tasks_dir / f"{task.name}.pwd",
-            target_password_file=tasks_dir / "vmail.pwd",
+            source_password_file=TaskFiles(tasks_dir, task.name).password,
+            target_password_file=Layout(tasks_dir).master_password,
             folder_mode=task.foldersynchronization,
             exclude=list(task.exclude) if task.foldersynchronization == "exclusion" else [],
             delete_remote=task.delete_remote,

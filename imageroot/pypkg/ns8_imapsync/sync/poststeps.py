@@ -49,12 +49,22 @@ from pathlib import Path
 
 import imapclient
 
+from ns8_imapsync import errors
+from ns8_imapsync.errors import (
+    BAD_MASTER_CREDENTIALS,
+    CONNECTION_LOST,
+    DELETE_LOCAL_BRAKE,
+    MESSAGE_ERRORS,
+    SIEVE_UNAVAILABLE,
+    VALIDATION_FAILED,
+)
 from ns8_imapsync.files import write_atomic
-from ns8_imapsync.imap import reads, wire
+from ns8_imapsync.imap import reads, sieve, wire
 from ns8_imapsync.imap.connection import close_quietly, describe, open_session
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
+from ns8_imapsync.imap.expunge import expunge_uids
 from ns8_imapsync.imap.folders import Folder, folder_arg, folder_encoding, list_folders, select_folder
-from ns8_imapsync.imap.messages import clean_flags, uid_fetch, uid_search_all, uid_sets
+from ns8_imapsync.imap.messages import uid_search_all, uid_sets
 from ns8_imapsync.sync import completion, deletion, folderpairs
 from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
 from ns8_imapsync.sync.engine import HeartbeatFn
@@ -63,10 +73,6 @@ from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import RunReport
 
 SEEN, DELETED = "\\Seen", "\\Deleted"
-# the run already failed to log in or connect: the post-steps would fail the same way
-SESSION_FAILURES = {"bad_user_credentials", "bad_master_credentials", "Check_hostname_or_tcp_port",
-                    "SSL_encryption_error", "STARTTLS_not_allowed_use_IMAPS", "validation_failed"}
-
 Log = Callable[[str], object]
 
 
@@ -91,7 +97,7 @@ def sessions(plan: SyncPlan, heartbeat: HeartbeatFn | None = None) -> Iterator[S
     try:
         pw1, pw2 = read_password(plan.source_password_file), read_password(plan.target_password_file)
     except OSError as exc:
-        raise StepFailed("validation_failed", f"a password file cannot be read ({exc.strerror or exc})") from exc
+        raise StepFailed(VALIDATION_FAILED, f"a password file cannot be read ({exc.strerror or exc})") from exc
     c1 = c2 = None
     try:
         try:
@@ -103,7 +109,7 @@ def sessions(plan: SyncPlan, heartbeat: HeartbeatFn | None = None) -> Iterator[S
         except Exception as exc:
             error_class = classify(exc)
             if error_class == BAD_USER_CREDENTIALS:
-                error_class = "bad_master_credentials"
+                error_class = BAD_MASTER_CREDENTIALS
             raise StepFailed(error_class, describe(exc, plan.target, pw2)) from exc
         for client in (c1, c2):
             wire.instrument(client, heartbeat)
@@ -133,19 +139,19 @@ def precheck(plan: SyncPlan, log: Log) -> RunReport | None:
         return None
     try:
         with sessions(plan) as s:
-            if plan.sieve_enabled and not s.c2.has_capability("FILTER=SIEVE"):
-                return _failed("sieve_unavailable",
+            if plan.sieve_enabled and not sieve.available(s.c2):
+                return _failed(SIEVE_UNAVAILABLE,
                                [f"the local server {plan.target.where} does not offer FILTER=SIEVE"])
             if plan.delete_local and plan.folder_mode != "inbox":
                 reasons = _brake_on_counts(s, plan, log)
                 if reasons:
                     for line in reasons:
                         log(f"delete_local brake: {line}")
-                    return _failed("delete_local_brake", [f"delete_local brake: {r}" for r in reasons])
+                    return _failed(DELETE_LOCAL_BRAKE, [f"delete_local brake: {r}" for r in reasons])
     except StepFailed as exc:
         return _failed(exc.error_class, [str(exc)])
     except (imaplib.IMAP4.error, OSError) as exc:
-        return _failed("connection_lost", [f"the pre-run check failed: {exc}"])
+        return _failed(CONNECTION_LOST, [f"the pre-run check failed: {exc}"])
     return None
 
 
@@ -190,7 +196,7 @@ def after_run(plan: SyncPlan, report: RunReport, copied: Sequence[CopiedMessage]
     inbox steps still run (a few commands: the copies made so far are marked and
     filtered); the completion and the deletions do not.
     """
-    if report.error_class in SESSION_FAILURES:
+    if report.error_class in errors.SESSION_FAILURES:  # the post-steps would fail the same way
         return
     inbox = plan.folder_mode == "inbox"
     try:
@@ -209,7 +215,7 @@ def after_run(plan: SyncPlan, report: RunReport, copied: Sequence[CopiedMessage]
     except StepFailed as exc:
         _record(report, exc.error_class, str(exc), log)
     except (imaplib.IMAP4.error, OSError) as exc:
-        _record(report, "connection_lost", f"a post-sync step failed: {exc}", log)
+        _record(report, CONNECTION_LOST, f"a post-sync step failed: {exc}", log)
     report.require_complete()
 
 
@@ -223,7 +229,7 @@ def _record_completion(report: RunReport, done: completion.Completion, log: Log)
         log(f"ERROR {line}")
     report.errors.extend(done.errors)
     if done.errors and not report.error_class:
-        report.error_class = "message_errors"
+        report.error_class = MESSAGE_ERRORS
         report.exit_code = report.exit_code or 1
     report.folders = done.tallies
     report.copied += len(done.appended)
@@ -289,23 +295,14 @@ class SievePending:
         write_atomic(self.path, json.dumps({"uidvalidity": uidvalidity, "uids": uids}))
 
 
-def _deleted(client: imapclient.IMAPClient, uids: Iterable[int]) -> set[int]:
-    out: set[int] = set()
-    for uidset in uid_sets(uids):
-        for uid, item in uid_fetch(client, uidset, "(UID FLAGS)").items():
-            if DELETED in clean_flags(item.get(b"FLAGS", ())):
-                out.add(uid)
-    return out
-
-
 def filter_copies(s: Sessions, plan: SyncPlan, copied: Sequence[CopiedMessage], report: RunReport,
                   log: Log) -> int:
     """Sieve: run the user's script on this run's INBOX copies (and earlier pending ones)."""
-    if not s.c2.has_capability("FILTER=SIEVE"):
-        raise StepFailed("sieve_unavailable", f"the local server {plan.target.where} does not offer FILTER=SIEVE")
+    if not sieve.available(s.c2):
+        raise StepFailed(SIEVE_UNAVAILABLE, f"the local server {plan.target.where} does not offer FILTER=SIEVE")
     info = s.c2.select_folder("INBOX")
     uidvalidity = int(info.get(b"UIDVALIDITY", 0))
-    pending = SievePending(Path(plan.workdir) / f"{plan.task_name}.sieve.json")
+    pending = SievePending(plan.files.sieve_pending)
     uids = pending.load(uidvalidity) | {c.uid2 for c in copied
                                         if c.uid2 and c.folder2.upper() == "INBOX" and c.folder1.upper() == "INBOX"}
     if not uids:
@@ -314,17 +311,14 @@ def filter_copies(s: Sessions, plan: SyncPlan, copied: Sequence[CopiedMessage], 
     present = set()
     for uidset in uid_sets(uids):
         present.update(s.c2.search(["UID", uidset]))
-    before = _deleted(s.c2, present)
+    before = sieve.deleted_among(s.c2, present)  # \Deleted before the filter: never expunged by us
     todo = sorted(present - before)
-    for uidset in uid_sets(todo):
-        typ, data = s.c2._raw_command(b"FILTER", [b"SIEVE", b"DELIVERY", b"UID", uidset.encode()], uid=True)
-        for name in ("FILTERED", "FILTER", "FETCH"):
-            s.c2._imap.untagged_responses.pop(name, None)
-        if typ != "OK":  # e.g. no active script: the messages stay in INBOX, as LMTP would leave them
-            log(f"WARNING the Sieve filter failed, messages stay in INBOX: {data[0]!r}")
-    filed = sorted(_deleted(s.c2, todo)) if todo else []
-    for uidset in uid_sets(filed):
-        s.c2.uid_expunge(uidset)
+    for refusal in sieve.deliver(s.c2, todo):
+        log(f"WARNING the Sieve filter failed, messages stay in INBOX: {refusal}")
+    filed = sorted(sieve.deleted_among(s.c2, todo)) if todo else []
+    if filed and not expunge_uids(s.c2, filed):
+        log("INBOX: the local server lacks UIDPLUS and other messages are marked deleted: "
+            "the originals the Sieve script filed stay marked \\Deleted")
     pending.save(uidvalidity, ())
     log(f"INBOX: {len(todo)} copied message(s) passed through the Sieve script, {len(filed)} filed elsewhere")
     return len(filed)

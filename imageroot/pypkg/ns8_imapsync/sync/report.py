@@ -9,25 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-# Error classes of a run (RunReport.error_class), in plain words for the status line.
-ERROR_CLASSES = {
-    "": "",
-    "bad_user_credentials": "the remote server refused the user name or password",
-    "bad_master_credentials": "the local mail server refused the master login",
-    "Check_hostname_or_tcp_port": "the server could not be reached",
-    "SSL_encryption_error": "the TLS connection failed",
-    "STARTTLS_not_allowed_use_IMAPS": "the server does not allow STARTTLS: use IMAPS",
-    "connection_lost": "the connection was lost during the sync",
-    "delete_local_brake": "too many local messages would be deleted: the run stopped without deleting",
-    "sieve_unavailable": "the local mail server does not offer FILTER=SIEVE",
-    "message_errors": "some messages could not be copied",
-    "stopped": "the run was stopped",
-    "stalled": "the run made no progress and was ended",
-    "crashed": "the run ended unexpectedly (process killed or container restarted)",
-    "engine_error": "the sync engine failed",
-    "validation_failed": "the task could not be run",
-}
+from ns8_imapsync.errors import MESSAGE_ERRORS, RUN_WORDS
 
+# a run's error class (RunReport.error_class) -> plain words: ns8_imapsync.errors owns them
+ERROR_CLASSES = RUN_WORDS
 
 MAX_FOLDER_LINES = 20  # error lines naming short folders
 MAX_FOLDER_RECORDS = 200  # folders kept in a status record (a server may have thousands)
@@ -113,7 +98,7 @@ class RunReport:
             if line not in self.errors:  # called by the engine and again by the run: say it once
                 self.errors.append(line)
         if short and not self.error_class:
-            self.error_class = "message_errors"
+            self.error_class = MESSAGE_ERRORS
         if short and not self.exit_code:
             self.exit_code = 1
 

@@ -15,17 +15,17 @@ every line of it, like the status reason, has the task's passwords masked.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from ns8_imapsync import runstate
+from ns8_imapsync import layout, runstate
+from ns8_imapsync.errors import ENGINE_ERROR
 from ns8_imapsync.runstate import RunStatus, TaskFiles
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.sync import lockholders
@@ -72,7 +72,7 @@ class Slots:
     counts against the caps until it is gone."""
 
     def __init__(self, tasks_dir: Path):
-        self.dir = tasks_dir / ".slots"
+        self.dir = layout.slots_dir(tasks_dir)
         self.dir.mkdir(mode=0o700, exist_ok=True)
         self.held: list[int] = []
 
@@ -110,19 +110,27 @@ class Slots:
 
 
 def older_waiters(state: StateDir, me: str, queued_at: float) -> bool:
-    """Is another task queued for longer? (Oldest-due first.)"""
-    for p in state.tasks_dir.glob("*.status.json"):
-        name = p.name[: -len(".status.json")]
+    """Is another task's run waiting for a slot for longer? (Oldest-due first.)"""
+    for name in layout.task_names(state.tasks_dir):
         if name == me:
             continue
-        try:
-            other = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if other.get("state") == "queued" and (other.get("queued_at") or 0) < queued_at \
-                and runstate.lock_held(state.tasks_dir / f"{name}.lock"):
+        tf = state.files(name)
+        other = runstate.read_record(tf)
+        if other.state == "queued" and (other.queued_at or 0) < queued_at and runstate.lock_held(tf.lock):
             return True
     return False
+
+
+@dataclass(frozen=True)
+class Caps:
+    """The concurrency caps, as configure-module set them (0 or unset: the defaults)."""
+
+    node: int
+    per_host: int
+
+    @classmethod
+    def from_env(cls) -> Caps:
+        return cls(setting("SYNC_MAX_CONCURRENT", default_max_syncs()), setting("SYNC_MAX_PER_HOST", 4))
 
 
 def journal(line: str) -> None:
@@ -204,14 +212,13 @@ class Run:
 
     def _locked(self) -> RunStatus:
         queued_at = self.queued_at or time.time()
-        self.status = RunStatus(state="queued", trigger=self.trigger, pid=os.getpid())
-        self._write_status(queued_at=queued_at)
+        self.status = RunStatus(state="queued", trigger=self.trigger, pid=os.getpid(), queued_at=queued_at)
+        self._write_status()
         slots = Slots(self.state.tasks_dir)
-        node_cap = setting("SYNC_MAX_CONCURRENT", default_max_syncs())
-        host_cap = setting("SYNC_MAX_PER_HOST", 4)
+        caps = Caps.from_env()
         while not self.stop.is_set():
             if not older_waiters(self.state, self.plan.task_name, queued_at) and \
-                    slots.take(self.plan.source.host, node_cap, host_cap, self.plan.local_user):
+                    slots.take(self.plan.source.host, caps.node, caps.per_host, self.plan.local_user):
                 break
             self.stop.wait(0.5)
         if self.stop.is_set():
@@ -227,7 +234,7 @@ class Run:
             try:
                 self.engine = get_engine(engine_name())
             except ImportError as exc:
-                return self._finish(RunReport(error_class="engine_error", exit_code=1, errors=[str(exc)]))
+                return self._finish(RunReport(error_class=ENGINE_ERROR, exit_code=1, errors=[str(exc)]))
         self.status.state = "running"
         self.status.started = time.time()
         self.status.engine = self.engine.name
@@ -236,7 +243,7 @@ class Run:
         try:
             logf = open_task_log(self.tf.log)
         except OSError as exc:
-            return self._finish(RunReport(error_class="engine_error", exit_code=1,
+            return self._finish(RunReport(error_class=ENGINE_ERROR, exit_code=1,
                                           errors=[f"the task log could not be opened: {exc.strerror or exc}"]))
         self.activity.touch()  # the time spent queued is not idleness
         threading.Thread(target=self._watchdog, daemon=True).start()
@@ -262,7 +269,7 @@ class Run:
                                    heartbeat=self.activity.heartbeat)
         except Exception as exc:
             log(f"engine error: {type(exc).__name__}: {exc}")  # log() masks the passwords
-            return RunReport(error_class="engine_error", exit_code=1, errors=[f"{type(exc).__name__}"])
+            return RunReport(error_class=ENGINE_ERROR, exit_code=1, errors=[f"{type(exc).__name__}"])
         finally:
             self.engine_returned.set()
 
@@ -295,8 +302,8 @@ class Run:
             return st
 
     # ---- helpers -------------------------------------------------------------
-    def _write_status(self, **extra: object) -> None:
-        runstate.write_status(self.tf, self.status, **extra)
+    def _write_status(self) -> None:
+        runstate.write_status(self.tf, self.status)
 
     def _on_progress(self, p: Progress) -> None:
         self.activity.touch()

@@ -42,7 +42,7 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass
-class Snapshot:
+class FolderCounters:
     """Folder counters as STATUS/SELECT report them; equal snapshots mean "unchanged"."""
 
     uidvalidity: int
@@ -54,7 +54,7 @@ class Snapshot:
         return [self.uidvalidity, self.uidnext, self.messages, self.modseq]
 
     @classmethod
-    def from_json(cls, raw: object) -> Snapshot | None:
+    def from_json(cls, raw: object) -> FolderCounters | None:
         if not isinstance(raw, list) or len(raw) != 4:
             return None
         uidvalidity, uidnext, messages, modseq = raw
@@ -102,8 +102,8 @@ class FolderState:
     target: str  # host2 folder name
     uidvalidity: int = 0  # host1 UIDVALIDITY the UIDs in ``entries`` belong to
     entries: dict[int, Entry] = field(default_factory=dict)  # host1 UID -> Entry
-    h1: Snapshot | None = None  # host1 counters when the folder was last completed
-    h2: Snapshot | None = None  # host2 counters (no modseq) at that moment
+    h1: FolderCounters | None = None  # host1 counters when the folder was last completed
+    h2: FolderCounters | None = None  # host2 counters (no modseq) at that moment
 
     def forget_snapshots(self) -> None:
         self.h1 = None
@@ -131,8 +131,8 @@ class FolderState:
             target=str(raw.get("target", "")),
             uidvalidity=int(raw.get("uidvalidity") or 0),
             entries=entries,
-            h1=Snapshot.from_json(raw.get("h1")),
-            h2=Snapshot.from_json(raw.get("h2")),
+            h1=FolderCounters.from_json(raw.get("h1")),
+            h2=FolderCounters.from_json(raw.get("h2")),
         )
 
 
