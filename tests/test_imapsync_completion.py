@@ -91,6 +91,7 @@ def test_a_run_short_of_mail_is_not_succeeded(empty_local: Pair, tmp_path: Path,
         raise AppendRefused("NO [OVERQUOTA] Quota exceeded")
 
     monkeypatch.setattr(transfer, "append_message", refuse)
+    monkeypatch.setattr(transfer, "append_many", refuse)
     report, lines = run(replayer(tmp_path), make_plan(empty_local, tmp_path))
     assert not report.ok and report.error_class == "message_errors"
     assert report.found == COUNT - 7 and report.missing == 7

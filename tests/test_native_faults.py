@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, Unit
 from localnode import corpus, dovecot
 from localnode.imap_pair import REMOTE_OF, Pair, running_pair
 from mailboxes import mailbox
@@ -252,3 +253,53 @@ def test_a_stalled_server_ends_the_run_and_the_next_completes(pair: Pair, remote
     remote_proxy.resume()
     assert _slow_run(pair, remote_proxy, tmp_path, stall="30") == "succeeded"
     assert identical(pair)
+
+
+LONG_KEYWORD = b"k" * 60  # Dovecot refuses keywords above 50 characters (mail_max_keyword_length)
+
+
+def _with_long_keyword(uid: int) -> Callable[[Unit], Unit]:
+    """A rewriter giving one UID's FLAGS a keyword the local Dovecot refuses to store."""
+    mine = re.compile(rb"^\* \d+ FETCH \(.*\bUID %d[ )]" % uid)
+
+    def rewrite(unit: Unit) -> Unit:
+        if not mine.search(unit.texts[0]) or b"FLAGS (" not in unit.texts[0]:
+            return unit
+        head = unit.texts[0].replace(b"FLAGS ()", b"FLAGS (%s)" % LONG_KEYWORD, 1)
+        if head == unit.texts[0]:
+            head = head.replace(b"FLAGS (", b"FLAGS (%s " % LONG_KEYWORD, 1)
+        return Unit([head, *unit.texts[1:]], unit.literals)
+    return rewrite
+
+
+def test_a_refused_multiappend_is_retried_one_by_one_and_names_the_culprit(filled: Pair, remote_proxy: FaultProxy,
+                                                                          tmp_path: Path) -> None:
+    """The local server stores a MULTIAPPEND whole or not at all: one message it
+    refuses costs that message (named), not its batch."""
+    plan = make_plan(filled, tmp_path)
+    plan.source = via(remote_proxy, plan.source)
+    uid = remote_uid(filled)
+    remote_proxy.rewrite(_with_long_keyword(uid))
+    engine = NativeEngine(**ENGINE_KW)
+    report = engine.run(plan, lambda p: None, threading.Event(), lambda line: None)
+    assert not report.ok and report.error_class == "message_errors"
+    culprits = [e for e in report.errors if f"/{uid} (" in e and "could not be copied" in e]
+    assert culprits and all("Keyword length too long" in e for e in culprits), report.errors
+    assert engine.stats["h2.append_batched"] >= 1  # the batch was tried first, then message by message
+    assert report.copied == 40 - len(culprits) and local_count(filled) == 40 - len(culprits)
+    remote_proxy.clear()
+    report, _ = sync(plan)
+    assert report.ok and report.copied == len(culprits), report.errors
+    assert identical(filled)
+
+
+def test_without_multiappend_each_message_is_its_own_append(filled: Pair, local_proxy: FaultProxy,
+                                                            tmp_path: Path) -> None:
+    plan = make_plan(filled, tmp_path)
+    plan.target = via(local_proxy, plan.target)
+    local_proxy.hide_capability("MULTIAPPEND")
+    engine = NativeEngine(**ENGINE_KW)
+    report = engine.run(plan, lambda p: None, threading.Event(), lambda line: None)
+    assert report.ok and report.copied == 40, report.errors
+    assert engine.stats["h2.append_batched"] == 0 and engine.stats["h2.append"] == 40
+    assert identical(filled)

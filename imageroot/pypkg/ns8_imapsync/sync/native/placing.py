@@ -179,7 +179,8 @@ class PlacingSteps(RunBase):
                 self._filter(job, fs, [fs.entries[u] for u in recorded])
             if outcome.placed and self.inbox:
                 self.save_state(force=True)
-                self._mark_seen([p.msg.uid for p in outcome.placed])
+                with copier.remote_lock:  # the next batch is being read on c1
+                    self._mark_seen([p.msg.uid for p in outcome.placed])
             self.save_state()
             self.emit()
         return gone
