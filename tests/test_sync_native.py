@@ -31,6 +31,7 @@ from localnode import corpus, dovecot
 from localnode.imap_pair import REMOTE_OF, Pair, running_pair
 from mailboxes import Key, mailbox
 from ns8_imapsync.imap.connection import open_session
+from ns8_imapsync.sync import syncstate as ss
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import Progress, RunReport
@@ -121,7 +122,8 @@ def assert_exact_copy(pair: Pair, user: str) -> dict[str, Counter[Key]]:
 # ---------------------------------------------------------------------------
 
 
-def test_full_copy_is_exact_and_a_rerun_is_a_few_commands(pair: Pair, alice, tmp_path: Path) -> None:
+def test_full_copy_is_exact_and_a_rerun_is_a_few_commands(pair: Pair, alice, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     wipe_local(pair, "user01")
     plan = make_plan(pair, tmp_path, "user01")
     events: list[Progress] = []
@@ -147,10 +149,15 @@ def test_full_copy_is_exact_and_a_rerun_is_a_few_commands(pair: Pair, alice, tmp
     assert events[-1].messages_done == events[-1].messages_total == ALICE_COUNT
     assert len(events) >= ALICE_COUNT // 50 + 17
     assert pair.password("user01") not in "\n".join(lines)
-    state = tmp_path / "user01_t1.native.json"
+    state = tmp_path / "user01_t1.native.db"
     assert state.stat().st_mode & 0o777 == 0o600
 
+    entry_reads: list[bytes] = []
+    real_loader = ss.SyncState._entries_loader
+    monkeypatch.setattr(ss.SyncState, "_entries_loader",
+                        lambda self, raw: lambda: (entry_reads.append(raw), real_loader(self, raw)())[1])
     report2, engine2, _ = sync(plan)
+    assert entry_reads == []  # unchanged folders: their messages' records are not even read
     assert report2.ok and report2.copied == 0 and report2.skipped == ALICE_COUNT
     folders = len(local)
     assert engine2.stats["folders.unchanged"] == folders
@@ -167,7 +174,7 @@ def test_lost_state_falls_back_to_headers_and_copies_nothing(pair: Pair, alice, 
     wipe_local(pair, "user01")
     plan = make_plan(pair, tmp_path, "user01")
     assert sync(plan)[0].ok
-    (tmp_path / "user01_t1.native.json").unlink()
+    (tmp_path / "user01_t1.native.db").unlink()
     report, engine, _ = sync(plan)
     assert report.ok and report.copied == 0 and report.skipped == ALICE_COUNT
     assert engine.stats["h2.scanned"] == ALICE_COUNT  # every local message identified by header or hash
@@ -196,6 +203,7 @@ CHILD = r"""
 import json, os, signal, sys, threading
 from pathlib import Path
 from ns8_imapsync.imap.connection import Endpoint
+from ns8_imapsync.sync import syncstate as ss
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 
@@ -359,7 +367,7 @@ def test_inbox_mode_copies_unseen_once_and_marks_them_seen(pair: Pair, tmp_path:
     assert sync(plan)[0].copied == 0  # never copied again
     _append_remote(pair, "user02", ["fresh one"])
     assert sync(plan)[0].copied == 1
-    (tmp_path / "user02_t1.native.json").unlink()
+    (tmp_path / "user02_t1.native.db").unlink()
     assert sync(plan)[0].copied == 0  # without memory: the remote \Seen still says "done"
     assert sum(local_box(pair, "user02")["INBOX"].values()) == sum(unseen.values())
 

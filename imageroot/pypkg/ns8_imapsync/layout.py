@@ -15,7 +15,9 @@ declared here.
     imapsync/<localuser>_<task_id>.status.json   the last run's record
     imapsync/<localuser>_<task_id>.progress.json while a run goes
     imapsync/<localuser>_<task_id>.history.jsonl the last runs
-    imapsync/<localuser>_<task_id>.native.json   the native engine's state
+    imapsync/<localuser>_<task_id>.native.db     the native engine's state (SQLite)
+    imapsync/<localuser>_<task_id>.native.db-journal  its rollback journal, during a save
+    imapsync/<localuser>_<task_id>.native.json   the engine's former state file (removed when seen)
     imapsync/<localuser>_<task_id>.imapsync.pid  imapsync's pid file while it runs
     imapsync/<localuser>_<task_id>.sieve.json    imapsync engine: copies not yet filtered
     imapsync/vmail.pwd                           the mail module's master password, 0600
@@ -56,7 +58,9 @@ TASK_SUFFIXES = {
     "status": ".status.json",
     "progress": ".progress.json",
     "history": ".history.jsonl",
-    "native_state": ".native.json",
+    "native_state": ".native.db",
+    "native_journal": ".native.db-journal",
+    "native_state_v1": ".native.json",
     "imapsync_pid": ".imapsync.pid",
     "sieve_pending": ".sieve.json",
 }
@@ -103,6 +107,10 @@ class TaskFiles:
     @property
     def native_state(self) -> Path:
         return self._file("native_state")
+
+    @property
+    def native_state_v1(self) -> Path:
+        return self._file("native_state_v1")
 
     @property
     def imapsync_pid(self) -> Path:

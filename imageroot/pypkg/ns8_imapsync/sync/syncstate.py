@@ -1,7 +1,13 @@
 """Per-task state of the native engine: what is already on host2, and the folder
 snapshots that let an unchanged mailbox be skipped with a few STATUS commands.
 
-Stored as JSON in ``<workdir>/<task>.native.json`` (mode 0600, atomic rename).
+Stored in ``<workdir>/<task>.native.db``, an SQLite file (mode 0600): one row
+per folder (its snapshots and how many messages it records), one row per
+handled message, one per identified local message.  A run reads the folder
+rows only; a folder's messages are read when the folder changed, and a save
+writes only the rows that changed, in one transaction.  So an unchanged folder
+costs the same whatever its size, and a large copy does not rewrite what it
+already recorded (the JSON file this replaces was read and rewritten whole).
 
 Crash-safety rules (the engine relies on them):
 
@@ -10,7 +16,8 @@ Crash-safety rules (the engine relies on them):
   APPENDUID), or after the message was seen on host2 by FETCH.  A crash before
   the state is written loses entries, never invents them; the next run finds the
   unrecorded host2 messages ("unknown" UIDs in the target) by their header
-  signature / content hash and claims them, so nothing is copied twice.
+  signature / content hash and claims them, so nothing is copied twice.  A save
+  is one SQLite transaction: a crash leaves the previous or the new state.
 * A folder snapshot (UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ of both sides)
   is written only when the folder was synced to the end without error.  A
   snapshot equal to the servers' STATUS means "nothing to do"; anything else
@@ -18,19 +25,21 @@ Crash-safety rules (the engine relies on them):
 * A changed UIDVALIDITY drops what depended on it: host1 UIDs of that folder, or
   host2 UIDs of that target.  The engine then falls back to a header scan of both
   sides, which also makes it safe after an imapsync run (same signatures).
-* A state written for another remote account or another local user is ignored.
+* A state written for another remote account or another local user, or one
+  that cannot be read, is emptied: the next run rescans by headers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ns8_imapsync.files import write_atomic
-
-STATE_VERSION = 1
+STATE_VERSION = "2"
 
 # Entry.note values
 COPIED = ""  # the host2 copy is (as far as we know) in the target folder at Entry.h2uid
@@ -39,6 +48,26 @@ GONE = "gone"  # inbox mode: the host2 copy was deleted by the local user; never
 SIEVE_PENDING = "sieve"  # inbox+sieve: copied to INBOX, FILTER not yet known to have run
 
 _log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS folders (raw BLOB PRIMARY KEY, name BLOB NOT NULL, target BLOB NOT NULL,
+    uidvalidity INTEGER NOT NULL, count INTEGER NOT NULL, h1 TEXT, h2 TEXT);
+CREATE TABLE IF NOT EXISTS entries (folder BLOB NOT NULL, uid INTEGER NOT NULL, h2uid INTEGER,
+    flags TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (folder, uid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS targets (name BLOB PRIMARY KEY, uidvalidity INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (target BLOB NOT NULL, uid INTEGER NOT NULL, key BLOB NOT NULL,
+    PRIMARY KEY (target, uid)) WITHOUT ROWID;
+"""
+
+
+def _blob(text: str) -> bytes:
+    """Folder names and keys as stored: any str, lone surrogates included."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _text(blob: bytes) -> str:
+    return bytes(blob).decode("utf-8", "surrogatepass")
 
 
 @dataclass
@@ -50,11 +79,15 @@ class FolderCounters:
     messages: int
     modseq: int | None = None
 
-    def to_json(self) -> list:
-        return [self.uidvalidity, self.uidnext, self.messages, self.modseq]
+    def to_json(self) -> str:
+        return json.dumps([self.uidvalidity, self.uidnext, self.messages, self.modseq])
 
     @classmethod
-    def from_json(cls, raw: object) -> FolderCounters | None:
+    def from_json(cls, text: str | None) -> FolderCounters | None:
+        try:
+            raw = json.loads(text) if text else None
+        except ValueError:
+            return None
         if not isinstance(raw, list) or len(raw) != 4:
             return None
         uidvalidity, uidnext, messages, modseq = raw
@@ -63,77 +96,128 @@ class FolderCounters:
         return cls(uidvalidity, uidnext, messages, modseq if isinstance(modseq, int) else None)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One host1 message the engine has handled.
 
     ``flags`` is the host1 flag set as last synced: the baseline of the flag rule
-    (only changes made on host1 *since then* are applied to host2).
+    (only changes made on host1 *since then* are applied to host2).  ``dirty``
+    says the entry changed since it was last saved (any attribute assignment).
     """
 
     h2uid: int | None
     flags: tuple[str, ...] = ()
     note: str = COPIED
+    dirty: bool = field(default=True, compare=False, repr=False)
 
-    def to_json(self) -> list:
-        out: list = [self.h2uid, " ".join(self.flags)]
-        if self.note:
-            out.append(self.note)
-        return out
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name != "dirty":
+            object.__setattr__(self, "dirty", True)
 
-    @classmethod
-    def from_json(cls, raw: object) -> Entry | None:
-        if not isinstance(raw, list) or len(raw) not in (2, 3):
-            return None
-        h2uid, flags = raw[0], raw[1]
-        note = raw[2] if len(raw) == 3 else COPIED
-        if h2uid is not None and not isinstance(h2uid, int):
-            return None
-        if not isinstance(flags, str) or not isinstance(note, str):
-            return None
-        return cls(h2uid, tuple(flags.split()), note)
+    def row(self) -> tuple[int | None, str, str]:
+        return self.h2uid, " ".join(self.flags), self.note
 
 
-@dataclass
+class Tracked(dict):
+    """A dict that remembers which keys were assigned or removed since the last save."""
+
+    def __init__(self, items: Iterable = ()) -> None:
+        super().__init__(items)
+        self.written: set = set()
+        self.removed: set = set()
+
+    def __setitem__(self, key: object, value: object) -> None:
+        super().__setitem__(key, value)
+        self.written.add(key)
+        self.removed.discard(key)
+
+    def __delitem__(self, key: object) -> None:
+        super().__delitem__(key)
+        self.written.discard(key)
+        self.removed.add(key)
+
+    def pop(self, key: object, *default: object) -> object:
+        if key in self:
+            self.written.discard(key)
+            self.removed.add(key)
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple:
+        key, value = super().popitem()
+        self.written.discard(key)
+        self.removed.add(key)
+        return key, value
+
+    def setdefault(self, key: object, default: object = None) -> object:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: object, **kw: object) -> None:
+        for key, value in dict(*args, **kw).items():
+            self[key] = value
+
+    def clear(self) -> None:
+        self.removed |= set(self)
+        self.written.clear()
+        super().clear()
+
+    def saved(self) -> None:
+        self.written.clear()
+        self.removed.clear()
+
+
 class FolderState:
-    """A host1 folder (keyed by its raw name) and what of it is on host2."""
+    """A host1 folder (keyed by its raw name) and what of it is on host2.
 
-    name: str  # decoded host1 name, for humans reading the file
-    target: str  # host2 folder name
-    uidvalidity: int = 0  # host1 UIDVALIDITY the UIDs in ``entries`` belong to
-    entries: dict[int, Entry] = field(default_factory=dict)  # host1 UID -> Entry
-    h1: FolderCounters | None = None  # host1 counters when the folder was last completed
-    h2: FolderCounters | None = None  # host2 counters (no modseq) at that moment
+    ``entries`` (host1 UID -> Entry) is read from the file on first use:
+    ``count`` answers "how many" without reading them."""
+
+    def __init__(self, name: str, target: str, uidvalidity: int = 0, h1: FolderCounters | None = None,
+                 h2: FolderCounters | None = None, *, count: int = 0,
+                 loader: Callable[[], Tracked] | None = None, fresh: bool = False) -> None:
+        self.name = name  # decoded host1 name, for humans
+        self.target = target  # host2 folder name
+        self.uidvalidity = uidvalidity  # host1 UIDVALIDITY the UIDs in ``entries`` belong to
+        self.h1 = h1  # host1 counters when the folder was last completed
+        self.h2 = h2  # host2 counters (no modseq) at that moment
+        self._count = count
+        self._loader = loader
+        self._entries: Tracked | None = Tracked() if loader is None or fresh else None
+        self.saved_row: tuple | None = None  # the folder row as last saved
+
+    @property
+    def entries(self) -> Tracked:
+        if self._entries is None:
+            assert self._loader is not None
+            self._entries = self._loader()
+        return self._entries
+
+    @property
+    def loaded(self) -> bool:
+        return self._entries is not None
+
+    @property
+    def count(self) -> int:
+        return len(self._entries) if self._entries is not None else self._count
 
     def forget_snapshots(self) -> None:
         self.h1 = None
         self.h2 = None
 
-    def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "target": self.target,
-            "uidvalidity": self.uidvalidity,
-            "h1": self.h1.to_json() if self.h1 else None,
-            "h2": self.h2.to_json() if self.h2 else None,
-            "entries": {str(uid): e.to_json() for uid, e in sorted(self.entries.items())},
-        }
+    def release(self) -> None:
+        """Let go of the entries once saved (read again if needed): later saves
+        of the run do not look at a folder already done."""
+        entries = self._entries
+        if entries is None or self._loader is None or entries.written or entries.removed:
+            return
+        if not any(e.dirty for e in entries.values()):
+            self._count, self._entries = len(entries), None
 
-    @classmethod
-    def from_json(cls, raw: dict) -> FolderState:
-        entries: dict[int, Entry] = {}
-        for uid, value in (raw.get("entries") or {}).items():
-            entry = Entry.from_json(value)
-            if entry is not None and str(uid).isdigit():
-                entries[int(uid)] = entry
-        return cls(
-            name=str(raw.get("name", "")),
-            target=str(raw.get("target", "")),
-            uidvalidity=int(raw.get("uidvalidity") or 0),
-            entries=entries,
-            h1=FolderCounters.from_json(raw.get("h1")),
-            h2=FolderCounters.from_json(raw.get("h2")),
-        )
+    def row(self) -> tuple:
+        return (_blob(self.name), _blob(self.target), self.uidvalidity, self.count,
+                self.h1.to_json() if self.h1 else None, self.h2.to_json() if self.h2 else None)
 
 
 @dataclass
@@ -146,74 +230,168 @@ class TargetState:
     """
 
     uidvalidity: int = 0
-    keys: dict[int, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"uidvalidity": self.uidvalidity, "keys": {str(u): k for u, k in sorted(self.keys.items())}}
-
-    @classmethod
-    def from_json(cls, raw: dict) -> TargetState:
-        keys = {
-            int(u): k
-            for u, k in (raw.get("keys") or {}).items()
-            if str(u).isdigit() and isinstance(k, str)
-        }
-        return cls(uidvalidity=int(raw.get("uidvalidity") or 0), keys=keys)
+    keys: Tracked = field(default_factory=Tracked)
+    saved_uidvalidity: int | None = None
 
 
-@dataclass
+def _connect(path: Path) -> sqlite3.Connection:
+    """The state file, created 0600 (SQLite gives its journal the same mode)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    os.chmod(path, 0o600)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _matches(conn: sqlite3.Connection, source: str, target: str) -> bool:
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    return meta == {"version": STATE_VERSION, "source": source, "target": target}
+
+
+def _reset(conn: sqlite3.Connection, source: str, target: str) -> None:
+    with _transaction(conn):
+        for table in ("meta", "folders", "entries", "targets", "keys"):
+            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                         [("version", STATE_VERSION), ("source", source), ("target", target)])
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: object, *_rest: object) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _open(path: Path, source: str, target: str) -> sqlite3.Connection:
+    """The state's connection: emptied when it belongs to other accounts, recreated when unreadable."""
+    conn = None
+    try:
+        conn = _connect(path)
+        if not _matches(conn, source, target):
+            _reset(conn, source, target)
+        return conn
+    except sqlite3.DatabaseError as exc:
+        _log.warning("ignoring unreadable state %s: %s", path, exc)
+        if conn is not None:
+            conn.close()
+    for stale in (path, path.with_name(path.name + "-journal")):
+        stale.unlink(missing_ok=True)
+    conn = _connect(path)
+    _reset(conn, source, target)
+    return conn
+
+
 class SyncState:
     """Everything the native engine remembers about one task between runs."""
 
-    path: Path
-    source: str  # "user@host:port" of host1: another account = another state
-    target: str  # same for host2 (the local user)
-    folders: dict[str, FolderState] = field(default_factory=dict)  # by host1 raw name
-    targets: dict[str, TargetState] = field(default_factory=dict)  # by host2 name
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self.folders: dict[str, FolderState] = {}  # by host1 raw name
+        self.targets: dict[str, TargetState] = {}  # by host2 name, those read this run
+        self._dropped: set[str] = set()
 
     @classmethod
     def load(cls, path: Path, source: str, target: str) -> SyncState:
-        """The stored state, or an empty one when missing, unreadable or for other accounts."""
-        empty = cls(path, source, target)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return empty
-        except (OSError, ValueError) as exc:
-            _log.warning("ignoring unreadable state %s: %s", path, exc)
-            return empty
-        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
-            return empty
-        if raw.get("source") != source or raw.get("target") != target:
-            return empty
-        state = cls(path, source, target)
-        try:
-            for name, value in (raw.get("folders") or {}).items():
-                state.folders[name] = FolderState.from_json(value)
-            for name, value in (raw.get("targets") or {}).items():
-                state.targets[name] = TargetState.from_json(value)
-        except (TypeError, ValueError, AttributeError) as exc:
-            _log.warning("ignoring malformed state %s: %s", path, exc)
-            return empty
+        """The stored state of the accounts ``source`` -> ``target``: its folder
+        rows only; an empty one when missing, unreadable or for other accounts."""
+        state = cls(path, _open(path, source, target))
+        rows = state._conn.execute("SELECT raw, name, target, uidvalidity, count, h1, h2 FROM folders")
+        for raw, name, tgt, uidvalidity, count, h1, h2 in rows:
+            key = _text(raw)
+            fs = FolderState(_text(name), _text(tgt), int(uidvalidity), FolderCounters.from_json(h1),
+                             FolderCounters.from_json(h2), count=int(count), loader=state._entries_loader(raw))
+            fs.saved_row = fs.row()
+            state.folders[key] = fs
         return state
 
+    def _entries_loader(self, raw: bytes) -> Callable[[], Tracked]:
+        def load() -> Tracked:
+            rows = self._conn.execute("SELECT uid, h2uid, flags, note FROM entries WHERE folder = ?", (raw,))
+            out = Tracked((int(uid), Entry(h2uid, tuple(flags.split()), note, dirty=False))
+                          for uid, h2uid, flags, note in rows)
+            return out
+        return load
+
     def save(self) -> None:
-        """Atomic 0600 write: a crash leaves the previous or the new file, never half of one."""
-        data = {
-            "version": STATE_VERSION,
-            "source": self.source,
-            "target": self.target,
-            "folders": {name: f.to_json() for name, f in sorted(self.folders.items())},
-            "targets": {name: t.to_json() for name, t in sorted(self.targets.items())},
-        }
-        write_atomic(self.path, json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", 0o600)
+        """Write what changed since the last save, in one transaction (nothing when nothing did)."""
+        changes = list(self._changes())
+        if not changes:
+            return
+        with _transaction(self._conn) as conn:
+            for sql, rows in changes:
+                conn.executemany(sql, rows)
+        self._mark_saved()
+
+    def _changes(self) -> Iterable[tuple[str, list]]:
+        if self._dropped:
+            gone = [(_blob(n),) for n in self._dropped]
+            yield "DELETE FROM entries WHERE folder = ?", gone
+            yield "DELETE FROM folders WHERE raw = ?", gone
+        for key, fs in self.folders.items():
+            raw = _blob(key)
+            if fs.loaded:
+                entries = fs.entries
+                if entries.removed:
+                    yield "DELETE FROM entries WHERE folder = ? AND uid = ?", [(raw, u) for u in entries.removed]
+                dirty = [(raw, uid, *e.row()) for uid, e in entries.items() if e.dirty or uid in entries.written]
+                if dirty:
+                    yield "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", dirty
+            if fs.row() != fs.saved_row:
+                yield "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?)", [(raw, *fs.row())]
+        for name, ts in self.targets.items():
+            raw = _blob(name)
+            if ts.keys.removed:
+                yield "DELETE FROM keys WHERE target = ? AND uid = ?", [(raw, u) for u in ts.keys.removed]
+            if ts.keys.written:
+                yield ("INSERT OR REPLACE INTO keys VALUES (?, ?, ?)",
+                       [(raw, u, _blob(ts.keys[u])) for u in ts.keys.written])
+            if ts.uidvalidity != ts.saved_uidvalidity:
+                yield "INSERT OR REPLACE INTO targets VALUES (?, ?)", [(raw, ts.uidvalidity)]
+
+    def _mark_saved(self) -> None:
+        self._dropped.clear()
+        for fs in self.folders.values():
+            if fs.loaded:
+                for entry in fs.entries.values():
+                    entry.dirty = False
+                fs.entries.saved()
+            fs.saved_row = fs.row()
+        for ts in self.targets.values():
+            ts.keys.saved()
+            ts.saved_uidvalidity = ts.uidvalidity
+
+    def release(self, raw_name: str, target: str) -> None:
+        """Let go of what a finished, saved folder holds in memory (read again if needed)."""
+        fs = self.folders.get(raw_name)
+        if fs is not None:
+            fs.release()
+        ts = self.targets.get(target)
+        if ts is not None and not ts.keys.written and not ts.keys.removed \
+                and ts.uidvalidity == ts.saved_uidvalidity:
+            del self.targets[target]
+
+    def close(self) -> None:
+        self._conn.close()
 
     # ---- queries the engine needs ------------------------------------------------
     def folder(self, raw_name: str, name: str, target: str) -> FolderState:
         """The state of host1 folder ``raw_name``; a new target forgets the old host2 UIDs."""
         fs = self.folders.get(raw_name)
         if fs is None:
-            fs = self.folders[raw_name] = FolderState(name=name, target=target)
+            # a folder dropped earlier in this run: its rows are deleted before these are written
+            fs = self.folders[raw_name] = FolderState(name=name, target=target, fresh=True,
+                                                      loader=self._entries_loader(_blob(raw_name)))
         elif fs.target != target:
             # the mapping changed (e.g. another host2 prefix): host2 UIDs refer to another folder
             for entry in fs.entries.values():
@@ -226,17 +404,22 @@ class SyncState:
         return fs
 
     def target_state(self, target: str) -> TargetState:
+        """A host2 folder's identified messages, read from the file on first use."""
         ts = self.targets.get(target)
         if ts is None:
-            ts = self.targets[target] = TargetState()
+            raw = _blob(target)
+            row = self._conn.execute("SELECT uidvalidity FROM targets WHERE name = ?", (raw,)).fetchone()
+            keys = Tracked((int(u), _text(k)) for u, k in
+                           self._conn.execute("SELECT uid, key FROM keys WHERE target = ?", (raw,)))
+            saved = int(row[0]) if row else None
+            ts = self.targets[target] = TargetState(saved or 0, keys, saved)
         return ts
 
     def claimed(self, target: str) -> set[int]:
         """host2 UIDs of ``target`` that stand for some host1 message (of any folder mapped there)."""
         return {
             e.h2uid
-            for fs in self.folders.values()
-            if fs.target == target
+            for fs in self.folders_for(target)
             for e in fs.entries.values()
             if e.h2uid is not None
         }
@@ -261,3 +444,4 @@ class SyncState:
         """Forget host1 folders that no longer exist (their host2 copies become unclaimed)."""
         for name in [n for n in self.folders if n not in raw_names]:
             del self.folders[name]
+            self._dropped.add(name)

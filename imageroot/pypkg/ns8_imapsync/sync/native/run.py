@@ -145,6 +145,8 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
             self.save_state(force=True)
         except Exception as exc:  # never raise from run(); the next run re-checks by headers
             self._fail(ENGINE_ERROR, f"the sync state could not be saved: {exc}")
+        if self.state is not None:
+            self.state.close()
         close_quietly(self.h1)
         close_quietly(self.h2)
         r = self.report
@@ -166,6 +168,7 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
     def _sync(self) -> None:
         self._prepare_sessions()
         p = self.plan
+        p.files.native_state_v1.unlink(missing_ok=True)  # the former JSON state: the next folders are rescanned by headers
         self.state = ss.SyncState.load(
             p.files.native_state,
             f"{p.source.user}@{p.source.where}",
@@ -219,6 +222,8 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
             self.error(f"folder {job.folder.name}: {exc}")
         finally:
             self.save_state(force=True)
+        assert self.state is not None
+        self.state.release(job.key, job.target)  # saved: later saves need not look at it again
         if not self.stop.is_set():
             self.prog.messages_done = base_messages + job.messages
             self.prog.bytes_done = base_bytes + job.size
@@ -233,12 +238,12 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
         self.unsettled = 0
         if self._unchanged(job, fs):
             self.stats["folders.unchanged"] += 1
-            handled = len(fs.entries)
+            handled = fs.count
             if not self.inbox:
                 self.report.skipped += job.messages
             self.report.folders.append(FolderTally(job.folder.name, handled if self.inbox else job.messages,
                                                    handled))
-            if self.plan.delete_remote and fs.entries:
+            if self.plan.delete_remote and fs.count:
                 self._select_h1(job, readonly=False)
                 self._delete_remote(job, fs)
                 if self.h1_modified:
@@ -252,7 +257,7 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
         and the record accounts for every remote message."""
         if fs.h1 is None or fs.h2 is None or job.status2 is None or fs.h1.modseq is None:
             return False
-        if not self.inbox and len(fs.entries) != job.messages:
+        if not self.inbox and fs.count != job.messages:
             return False
         s1 = ss.FolderCounters(int(job.status1.get(b"UIDVALIDITY", 0)), int(job.status1.get(b"UIDNEXT", 0)),
                          job.messages, int(job.status1.get(b"HIGHESTMODSEQ", 0)) or None)
