@@ -68,6 +68,10 @@ class AgentWorker:
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENCY)
         self.lock = threading.Lock()
         self.ident = f"agent@{spec.agent_id.split('/', 1)[-1]}"
+        self.retired = threading.Event()  # the module was removed
+
+    def active(self) -> bool:
+        return not (self.stopping.is_set() or self.retired.is_set())
 
     def conn(self) -> redis.Redis:
         return redisd.connect(self.cfg)
@@ -75,17 +79,19 @@ class AgentWorker:
     def serve(self) -> None:
         rdb = redisd.connect(self.cfg, client_name=self.spec.agent_id)
         queue = f"{self.spec.agent_id}/tasks"
-        while not self.stopping.is_set():
+        while self.active():
             try:
                 item = rdb.brpop([queue], timeout=POLL_INTERVAL)
             except redis.RedisError as exc:
-                if self.stopping.is_set():
+                if not self.active():
                     return
                 self.journal.write(self.ident, f"<3>redis error: {exc}")
                 time.sleep(1)
                 continue
             if item is None:
                 continue
+            if not self.active():  # removed meanwhile: leave the task to nobody, as NS8 would
+                return
             try:
                 task = json.loads(item[1])
             except json.JSONDecodeError:
@@ -201,7 +207,12 @@ class Daemon:
         self.workers: dict[str, AgentWorker] = {}
 
     def refresh_agents(self) -> None:
-        for spec in cluster.agent_specs(self.cfg):
+        specs = cluster.agent_specs(self.cfg)
+        current = {spec.agent_id for spec in specs}
+        for agent_id in [a for a in self.workers if a not in current]:
+            self.workers.pop(agent_id).retired.set()  # remove-module
+            self.journal.write(f"agent@{agent_id.split('/', 1)[-1]}", "<6>agent stopped (module removed)")
+        for spec in specs:
             if spec.agent_id in self.workers:
                 self.workers[spec.agent_id].spec = spec
                 continue

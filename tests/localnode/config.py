@@ -17,6 +17,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCALNODE_SRC = Path(__file__).resolve().parent
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".localnode"
+# The agent environment of Unix-user modules: a venv of the system's python3 with
+# requirements-agent-env.txt + requirements-pypkg.txt, as NS8's /usr/local/agent/pyenv
+# (the development venvs may use an interpreter other users cannot run, under /root);
+# made by tests/containers/prepare-host.sh.
+SYSTEM_VENV = Path(os.environ.get("LOCALNODE_SYSTEM_VENV", "/var/cache/ns8-imapsync/agent-venv"))
 DEFAULT_PORT_BASE = 16000
 
 # Fixed test credentials: this node only ever listens on loopback.
@@ -59,6 +64,10 @@ class NodeConfig:
     state_dir: Path
     port_base: int = DEFAULT_PORT_BASE
     node_id: int = 1
+    # modules installed as NS8 installs a rootless module: a Unix user of their own
+    # (/home/<id>), real rootless podman and `systemd --user` (the container suite);
+    # the others live under state_dir/home and use the node's podman/systemctl stand-ins
+    unix_users: tuple[str, ...] = ()
     # The node's "VPN" address: where the mail module publishes its IMAP endpoint.
     vpn_ip: str = "127.0.0.2"
     remote_ip: str = "127.0.0.3"
@@ -81,9 +90,15 @@ class NodeConfig:
         """Module homes, as /home/<module_id> on a real node."""
         return self.state_dir / "home"
 
+    def home_dir(self, module_id: str) -> Path:
+        """The module's home: /home/<id> for a Unix-user module, as useradd -m makes it."""
+        if module_id in self.unix_users:
+            return Path("/home") / module_id
+        return self.homes_dir / module_id
+
     def install_dir(self, module_id: str) -> Path:
         """AGENT_INSTALL_DIR of a module (~/.config on a real node)."""
-        return self.homes_dir / module_id / ".config"
+        return self.home_dir(module_id) / ".config"
 
     def module_state_dir(self, module_id: str) -> Path:
         """AGENT_STATE_DIR of a module (~/.config/state on a real node)."""
@@ -158,6 +173,7 @@ class NodeConfig:
             "state_dir": str(self.state_dir),
             "port_base": self.port_base,
             "node_id": self.node_id,
+            "unix_users": list(self.unix_users),
             "redis": {"host": "127.0.0.1", "port": self.redis_port, "address": self.redis_address},
             "mail1": asdict(self.mail1),
             "remote": asdict(self.remote),
@@ -181,15 +197,17 @@ class NodeConfig:
 def load(state_dir: str | os.PathLike | None = None) -> NodeConfig:
     """The node of `state_dir` (default: $LOCALNODE_DIR, else `.localnode/`).
 
-    The port base comes from node.json when the node was already set up, else
-    from $LOCALNODE_PORT_BASE, else the default.
+    The port base and the Unix-user modules come from node.json when the node
+    was already set up, else from $LOCALNODE_PORT_BASE and $LOCALNODE_UNIX_USERS
+    (comma-separated module ids), else the defaults.
     """
     sd = Path(state_dir or os.environ.get("LOCALNODE_DIR") or DEFAULT_STATE_DIR).resolve()
     base = int(os.environ.get("LOCALNODE_PORT_BASE", DEFAULT_PORT_BASE))
-    nj = sd / "node.json"
-    if nj.exists():
-        try:
-            base = int(json.loads(nj.read_text())["port_base"])
-        except (ValueError, KeyError, json.JSONDecodeError):
-            pass
-    return NodeConfig(state_dir=sd, port_base=base)
+    users = tuple(u for u in os.environ.get("LOCALNODE_UNIX_USERS", "").split(",") if u)
+    try:  # a module's own Unix user cannot read it (0600): it has the variables
+        saved = json.loads((sd / "node.json").read_text())
+        base = int(saved["port_base"])
+        users = tuple(saved.get("unix_users", []))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return NodeConfig(state_dir=sd, port_base=base, unix_users=users)

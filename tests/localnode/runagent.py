@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shutil
 import sys
 from pathlib import Path
 
 from localnode import cluster
-from localnode.config import load
+from localnode.config import NodeConfig, load
 from localnode.runner import read_envfile
 
 
@@ -32,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             print(mid)
         return 0
     if args.module_id is None:
-        # as the module's own Unix user, runagent serves that module
-        home = Path(os.environ.get("HOME", "/")).resolve()
-        own = home.name if home.parent == cfg.homes_dir.resolve() else None
-        args.module_id = own if own in cluster.installed(cfg) else "cluster"
+        args.module_id = own_module(cfg)
     if args.module_id == "cluster":
         env = cluster.cluster_env(cfg)
     else:
@@ -59,8 +57,26 @@ def main(argv: list[str] | None = None) -> int:
         return 127
     if not args.current_dir:
         os.chdir(state)
+    if args.module_id in cfg.unix_users and os.geteuid() == 0:
+        become(args.module_id)  # as NS8's runagent re-executes itself with runuser
     os.execve(exe, command, env)
     return 0  # not reached
+
+
+def own_module(cfg: NodeConfig) -> str:
+    """As the module's own Unix user (its units, its shell), runagent serves that module."""
+    home = Path(os.environ.get("HOME", "/")).resolve()
+    for mid in cluster.installed(cfg):
+        if cfg.home_dir(mid).resolve() == home:
+            return mid
+    return "cluster"
+
+
+def become(user: str) -> None:
+    pw = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pwd
 import signal
 import subprocess
 import threading
@@ -39,6 +40,15 @@ class AgentSpec:
     events_dir: Path | None = None
     install_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # the Unix user the agent runs as (a rootless module's own); None: the node's user
+    user: str | None = None
+
+    def identity(self) -> dict:
+        """Popen arguments that run a step as the agent's user."""
+        if self.user is None:
+            return {}
+        pw = pwd.getpwnam(self.user)
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
 @dataclass
@@ -99,7 +109,8 @@ def _definitions(agent: AgentSpec) -> dict | None:
 class _StepProcess:
     """A step child with fd 3 wired to a command pipe; cancellable as a group."""
 
-    def __init__(self, path: Path, cwd: Path, env: dict[str, str], stdin: bytes, comfd: int = 3):
+    def __init__(self, path: Path, cwd: Path, env: dict[str, str], stdin: bytes, comfd: int = 3,
+                 identity: dict | None = None):
         r, w = os.pipe()
         self._cmd_r = r
 
@@ -121,6 +132,7 @@ class _StepProcess:
             start_new_session=True,
             preexec_fn=child_setup,
             close_fds=False,
+            **(identity or {}),
         )
         os.close(w)
         self.stdin = stdin
@@ -213,7 +225,7 @@ class ActionRun:
             )
             current["name"], current["progress"] = step.name, 0
             try:
-                sp = _StepProcess(step.path, self.agent.state_dir, env, stdin)
+                sp = _StepProcess(step.path, self.agent.state_dir, env, stdin, identity=self.agent.identity())
             except OSError as exc:  # bad interpreter, vanished file
                 self._log(f"<4>Skipping step {step.name}: {exc}")
                 done.append(step.name)
@@ -338,6 +350,7 @@ def run_event(agent: AgentSpec, name: str, source: str, payload: str, log: LogFn
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **agent.identity(),
             )
         except OSError as exc:
             log(f"<4>Skipping event step {step.name}: {exc}")
