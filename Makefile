@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/imageroot/pypkg
 
-.PHONY: deps demo test up down status lint clean
+.PHONY: deps demo test test-containers images up down status lint clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -13,8 +13,21 @@ demo: deps
 	$(PY) -m localnode.demo
 
 test: deps
-	$(PY) -m ruff check imageroot/pypkg tests
+	$(PY) -m ruff check imageroot/pypkg tests imapsync-container/crond imapsync-container/syncctl
 	$(PY) -m pytest
+	./test-module.sh local
+
+# The real images, unit and rootless containers (README: "Container suite"). It
+# changes system settings (tests/containers/prepare-host.sh), so it is not part of
+# `make test`; .ci/run runs it after `make test`.
+test-containers: deps
+	bash tests/containers/prepare-host.sh
+	NS8_CONTAINER_SUITE=1 $(PY) -m pytest tests/containers -v -p no:cacheprovider -o timeout=900 --durations=0
+
+# Both images from the local Debian base (no registry), as the container suite builds them.
+images:
+	bash tests/containers/prepare-host.sh
+	LOCAL_BASE=1 ./build-images.sh
 
 up: deps
 	$(PY) -m localnode up
@@ -26,7 +39,15 @@ status:
 	$(PY) -m localnode status
 
 lint: deps
-	$(PY) -m ruff check imageroot/pypkg tests
+	$(PY) -m ruff check imageroot/pypkg tests imapsync-container/crond imapsync-container/syncctl
 
 clean: down
 	rm -rf .localnode .venv .venv-host
+
+# ---- admin UI (ui/, README "Admin UI"): `make test` runs its tests too ----
+.PHONY: ui test-ui
+ui:
+	@bash scripts/install-ui-deps.sh
+
+test-ui: deps
+	$(PY) -m pytest tests/ui tests/test_ui_actions.py

@@ -11,6 +11,8 @@ APT_PACKAGES=(
     dovecot-core dovecot-imapd dovecot-sieve dovecot-lmtpd dovecot-managesieved
     openssl procps iproute2 python3-venv
 )
+# shipping checks (tests/test_shipping.py: shellcheck on every shell script)
+APT_PACKAGES+=(shellcheck)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -34,6 +36,11 @@ done
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
+# pip must not see the Makefile's PYTHONPATH: imageroot/pypkg holds the egg-info of
+# the editable install, and pip would report ns8-imapsync's dependencies missing
+# from .venv-host with an ERROR line.
+unset PYTHONPATH
+
 # .venv: development and container-side environment (the package with all its deps).
 want=$(stamp_of pyproject.toml)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$want" ]; then
@@ -54,3 +61,5 @@ if [ ! -x .venv-host/bin/python ] || [ "$(cat .venv-host/.stamp 2>/dev/null)" !=
     .venv-host/bin/pip install -q -r requirements-agent-env.txt -r requirements-pypkg.txt
     echo "$want" > .venv-host/.stamp
 fi
+
+bash scripts/install-ui-deps.sh  # the admin UI (ui/dist) and Chromium for its browser tests

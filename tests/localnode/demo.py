@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from localnode import corpus, dovecot, node
+from localnode import adminapi, corpus, dovecot, node
 from localnode.config import LOCALNODE_SRC, ImapServer, load
 
 REMOTE_USER = "alice@remote.test"
@@ -114,7 +114,9 @@ def main() -> int:
     print("== remote and local mailboxes side by side")
     print(side_by_side(counts(remote, REMOTE_USER), counts(cfg.mail1, LOCAL_USER), remote.separator))
     print()
-    print("The local node keeps running. Reach it with:")
+    print("The local node keeps running. Click through it in a browser (the cluster-admin stand-in):")
+    print(f"  {adminapi.url(cfg)}  (user {adminapi.ADMIN_USER}, password {adminapi.ADMIN_PASSWORD})")
+    print("or reach it with:")
     print("  export PATH=$PWD/tests/localnode/bin:$PATH")
     print("  api-cli run module/imapsync1/" + ("list-tasks" if "list-tasks" in actions else "get-configuration"))
     print("  runagent -m imapsync1 ls imapsync")

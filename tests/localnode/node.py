@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from localnode import cluster, dovecot, redisd
+from localnode import adminapi, cluster, dovecot, redisd
 from localnode.config import REPO_ROOT, NodeConfig
 from localnode.runner import read_envfile
 
@@ -121,7 +121,7 @@ def link_image_extras(cfg: NodeConfig) -> None:
         link.symlink_to(os.path.realpath(found))
 
 
-def up(cfg: NodeConfig) -> None:
+def up(cfg: NodeConfig, with_imapsync: bool = True) -> None:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     cfg.write_node_json()
     link_image_extras(cfg)
@@ -132,13 +132,18 @@ def up(cfg: NodeConfig) -> None:
     start_agentd(cfg)
     cluster.wait_agent(cfg, "cluster")
     ensure_mail_module(cfg)
-    ensure_imapsync_module(cfg)
+    cluster.start_user_managers(cfg)  # linger: Unix-user modules' systemd --user, as at boot
+    if with_imapsync:
+        ensure_imapsync_module(cfg)
+    adminapi.start(cfg)  # the cluster-admin stand-in hosting the module UI
     cfg.write_node_json()
 
 
 def stop_services(cfg: NodeConfig) -> None:
     """Stop the module services (their containers) the way systemd would at shutdown."""
     for mid in cluster.installed(cfg):
+        if mid in cfg.unix_users:
+            continue  # a real systemd --user: stop_user_managers
         env = cluster.module_env(cfg, mid)
         udir = cluster.home_dir(cfg, mid) / ".config" / "systemd" / "user"
         if not udir.is_dir():
@@ -161,13 +166,15 @@ def stop_services(cfg: NodeConfig) -> None:
 def down(cfg: NodeConfig) -> None:
     if redisd.running(cfg):
         stop_services(cfg)
+    cluster.stop_user_managers(cfg)
+    adminapi.stop(cfg)
     stop_pidfile(cfg.run_dir / "agentd.pid")
     dovecot.stop(cfg)
     redisd.stop(cfg)
 
 
 def status(cfg: NodeConfig) -> dict[str, bool]:
-    st = {"redis": redisd.running(cfg), "agentd": agentd_running(cfg)}
+    st = {"redis": redisd.running(cfg), "agentd": agentd_running(cfg), "adminapi": adminapi.running(cfg)}
     st.update(dovecot.status(cfg))
     return st
 
