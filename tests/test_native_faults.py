@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,11 +21,14 @@ from faultproxy import FaultProxy, Unit
 from localnode import corpus, dovecot
 from localnode.imap_pair import REMOTE_OF, Pair, running_pair
 from mailboxes import mailbox
+from ns8_imapsync import runstate
 from ns8_imapsync.imap.connection import Endpoint, open_session
+from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.sync.native import NativeEngine
 from ns8_imapsync.sync.plan import SyncPlan
 from ns8_imapsync.sync.report import RunReport
-from runproc import start_run, write_passwords
+from ns8_imapsync.sync.runctl import stop_run
+from runproc import start_run, wait_state, write_passwords
 from syncplans import plan_for
 
 PORT_BASE = int(os.environ.get("NATIVE_FAULTS_TEST_PORT_BASE", "25500"))
@@ -302,4 +307,58 @@ def test_without_multiappend_each_message_is_its_own_append(filled: Pair, local_
     report = engine.run(plan, lambda p: None, threading.Event(), lambda line: None)
     assert report.ok and report.copied == 40, report.errors
     assert engine.stats["h2.append_batched"] == 0 and engine.stats["h2.append"] == 40
+    assert identical(filled)
+
+
+def _silent_server() -> socket.socket:
+    """A TCP server that accepts connections and never says a word (no IMAP greeting)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    return server
+
+
+def test_a_stop_while_the_remote_never_greets_is_recorded_stopped_at_once(pair: Pair, tmp_path: Path) -> None:
+    """The greeting would time out after 30 s; a stop must not wait for it, and
+    what the run records is the stop, not a connection failure."""
+    server = _silent_server()
+    try:
+        local = pair.local(USER)
+        write_passwords(tmp_path, "u3_mute01", "pw", pair.master_pass)
+        ends = {"source": {"host": "127.0.0.1", "port": server.getsockname()[1], "security": "", "user": "dave"},
+                "target": {"host": local.host, "port": local.port, "security": local.security, "user": local.user}}
+        proc = start_run(tmp_path, "u3_mute01", ends, engine="native", SYNC_ENGINE="native", SYNC_STOP_GRACE="60")
+        wait_state(tmp_path, "u3_mute01", ("running",))
+        asked = time.monotonic()
+        outcome = stop_run(StateDir(tmp_path, tmp_path), "u3_mute01")
+        took = time.monotonic() - asked
+        proc.communicate(timeout=60)
+    finally:
+        server.close()
+    status = runstate.read_status(runstate.TaskFiles(tmp_path, "u3_mute01"))
+    assert outcome == "stopped" and status.state == "stopped", (outcome, status)
+    assert took < 15, f"the stop waited {took:.0f}s for a greeting that never came"
+
+
+def test_a_stop_while_a_read_hangs_cuts_it_and_the_next_run_completes(filled: Pair, remote_proxy: FaultProxy,
+                                                                       tmp_path: Path) -> None:
+    plan = make_plan(filled, tmp_path)
+    plan.source = via(remote_proxy, plan.source)
+    hung = threading.Event()
+    remote_proxy.rewrite(lambda unit: (remote_proxy.stall() or hung.set() or unit)
+                         if b"BODY[]" in unit.flat() else unit)
+    stop = threading.Event()
+    out: dict[str, RunReport] = {}
+    worker = threading.Thread(target=lambda: out.update(
+        r=NativeEngine(**ENGINE_KW).run(plan, lambda p: None, stop, lambda line: None)))
+    worker.start()
+    assert hung.wait(60)
+    stop.set()
+    worker.join(20)  # without the cut, the read waits for its 30 s socket timeout
+    assert not worker.is_alive()
+    assert out["r"].error_class == "stopped", out["r"].errors
+    remote_proxy.clear()
+    remote_proxy.resume()
+    report, _ = sync(plan)
+    assert report.ok, report.errors
     assert identical(filled)

@@ -26,6 +26,7 @@ declared here.
     imapsync/.slots/<kind>-<n>.lock              the concurrency slots (runctl.Slots)
     imapsync/.import-<random>/                   a CSV import's staging directory
     imapsync/.import.lock                        one CSV import at a time
+    imapsync/.service-settings.json              the sync service's settings, for cron's jobs
     cron/<localuser>_<task_id>.cron              the task's schedule
     cron/*.custom                                the administrator's own cron files
 
@@ -48,6 +49,7 @@ SLOTS = ".slots"
 STAGING_PREFIX = ".import-"
 STAGING_RE = re.compile(r"^\.import-[a-z0-9]{8,32}$")
 IMPORT_LOCK = ".import.lock"
+SERVICE_SETTINGS = ".service-settings.json"
 
 # every file a task owns in the task directory, by role
 TASK_SUFFIXES = {

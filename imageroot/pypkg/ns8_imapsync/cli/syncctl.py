@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from ns8_imapsync import __version__, errors, layout
 from ns8_imapsync.statedir import StateDir
@@ -19,9 +20,12 @@ from ns8_imapsync.task import TaskError
 EXIT_NO_TASK = 6
 
 
+def tasks_dir() -> Path:
+    return Path(os.environ.get("IMAPSYNC_DIR", "/etc/imapsync"))
+
+
 def state() -> StateDir:
-    tasks = os.environ.get("IMAPSYNC_DIR", "/etc/imapsync")
-    return StateDir(tasks, os.environ.get("CRON_DIR", "/etc/cron.d"))
+    return StateDir(tasks_dir(), os.environ.get("CRON_DIR", "/etc/cron.d"))
 
 
 VALIDATION_WORKERS = 16
@@ -133,7 +137,7 @@ def cmd_start(names: list[str], detach: bool, trigger: str, from_queue: float | 
     are a thousand queue entries, not a thousand waiting processes."""
     from ns8_imapsync.sync.runctl import Run
 
-    if detach or os.environ.get("SYNC_START") == "queue":
+    if detach or (os.environ.get("SYNC_START") == "queue" and from_queue is None):
         from ns8_imapsync.sync.dispatch import ensure_dispatcher
 
         failed = False
@@ -227,6 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("list-informations", help="folders, messages and bytes on both sides (JSON)")
     info.add_argument("task", help="<localuser>_<task_id>")
     args = parser.parse_args(argv)
+    from ns8_imapsync import servicesettings
+
+    if args.command == "serve":
+        try:
+            servicesettings.save(tasks_dir())
+        except OSError as exc:  # cron's jobs then run with the defaults: say so, serve anyway
+            print(f"syncctl: the settings for cron's jobs could not be saved: {exc}", file=sys.stderr)
+    else:
+        servicesettings.fill_in(tasks_dir())  # a job cron started has none of the service's
     try:
         if args.command == "info":
             print(f"tasks: {state().tasks_dir}")

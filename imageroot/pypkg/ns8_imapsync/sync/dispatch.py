@@ -36,12 +36,19 @@ POLL = 0.5  # seconds between looks at the queue and the slots
 Spawn = Callable[[QueueEntry], subprocess.Popen]
 
 
+def _child_env() -> dict[str, str]:
+    """Our environment without cron's ``SYNC_START=queue``: it asks *this* start to
+    be queued, and a run inheriting it would queue itself again instead of running."""
+    return {k: v for k, v in os.environ.items() if k != "SYNC_START"}
+
+
 def spawn_run(entry: QueueEntry) -> subprocess.Popen:
     """A run of the entry's task, detached from the dispatcher (it outlives it)."""
     return subprocess.Popen(
         [sys.executable, "-m", "ns8_imapsync.cli.syncctl", "start", entry.name, "--trigger", entry.trigger,
          "--from-queue", str(entry.queued_at)],
         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_child_env(),
     )
 
 
@@ -50,7 +57,8 @@ def ensure_dispatcher(state: StateDir) -> None:
     if runstate.lock_held(layout.queue_dir(state.tasks_dir) / layout.DISPATCHER_LOCK):
         return
     subprocess.Popen([sys.executable, "-m", "ns8_imapsync.cli.syncctl", "dispatch"], start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     env=_child_env())
 
 
 @dataclass

@@ -258,7 +258,9 @@ class Run:
         if self.stalled:
             report.error_class = "stalled"
             report.exit_code = report.exit_code or 1
-        elif self.stop.is_set() and not report.error_class:
+        elif self.stop.is_set() and not report.ok:
+            # asked to stop: whatever the engine met on its way out (a connect cut short,
+            # a read it had to abandon) is the stop's doing; its lines stay in the reason
             report.error_class, report.exit_code = "stopped", 143
         return self._finish(report)
 

@@ -11,21 +11,25 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import imapclient
+
 from ns8_imapsync.errors import (
     BAD_MASTER_CREDENTIALS,
     CONNECTION_LOST,
     ENGINE_ERROR,
     MESSAGE_ERRORS,
     SIEVE_UNAVAILABLE,
+    STOPPED,
     VALIDATION_FAILED,
 )
 from ns8_imapsync.imap import sieve, wire
-from ns8_imapsync.imap.connection import close_quietly, describe, open_session
+from ns8_imapsync.imap.connection import Endpoint, close_quietly, describe, open_session
 from ns8_imapsync.imap.errors import BAD_USER_CREDENTIALS, classify
 from ns8_imapsync.sync import syncstate as ss
 from ns8_imapsync.sync.engine import HeartbeatFn
 from ns8_imapsync.sync.plan import SyncPlan, read_password
 from ns8_imapsync.sync.report import FolderTally, Progress, ProgressFn, RunReport
+from ns8_imapsync.sync.stopping import SocketBreaker, Stopped, open_or_stop
 
 from .base import CHUNK_SIZE, LARGE_MESSAGE, Fatal, Job, is_network
 from .counters import CounterSteps
@@ -73,12 +77,15 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
         started = time.monotonic()
         try:
             self._check_options()
-            self._connect()
-            self._sync()
+            with SocketBreaker(self.stop, lambda: (self.h1, self.h2)):
+                self._connect()
+                self._sync()
         except Fatal as exc:
             self._fail(exc.error_class, str(exc))
         except Exception as exc:
-            if is_network(exc):
+            if is_network(exc) and self.stop.is_set():  # a stop that had to cut a blocked read
+                self._fail(STOPPED, f"stopped while waiting on a server ({exc})")
+            elif is_network(exc):
                 self._fail(CONNECTION_LOST, self._lost_text(exc))
             else:
                 self.log(f"engine failure: {traceback.format_exc(limit=6)}")
@@ -118,15 +125,26 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
         self.secrets.append(password)
         return password
 
+    def _open(self, ep: Endpoint, password: str) -> imapclient.IMAPClient:
+        """A logged-in session, or the run ends "stopped" as soon as it is asked to."""
+        try:
+            return open_or_stop(lambda: open_session(ep, password), self.stop, close_quietly)
+        except Stopped:
+            raise Fatal(STOPPED, f"stopped while connecting to {ep.where}") from None
+
     def _connect(self) -> None:
         pw1 = self._password(self.plan.source_password_file, "remote")
         pw2 = self._password(self.plan.target_password_file, "local")
         try:
-            self.h1 = open_session(self.plan.source, pw1)
+            self.h1 = self._open(self.plan.source, pw1)
+        except Fatal:
+            raise
         except Exception as exc:
             raise Fatal(classify(exc), describe(exc, self.plan.source, pw1)) from exc
         try:
-            self.h2 = open_session(self.plan.target, pw2)
+            self.h2 = self._open(self.plan.target, pw2)
+        except Fatal:
+            raise
         except Exception as exc:
             error_class = classify(exc)
             if error_class == BAD_USER_CREDENTIALS:
@@ -152,7 +170,7 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
         r = self.report
         if not r.error_class:
             if self.stop.is_set():
-                r.error_class = "stopped"
+                r.error_class = STOPPED
             elif r.errors:
                 r.error_class = MESSAGE_ERRORS
         r.require_complete()
