@@ -344,6 +344,32 @@ def _append_remote(pair: Pair, user: str, subjects: list[str]) -> None:
         client.logout()
 
 
+def test_a_rerun_after_a_few_changes_reads_only_the_changes(pair: Pair, tmp_path: Path) -> None:
+    """QRESYNC: flags changed, messages expunged and new mail since the last
+    complete sync come from one FETCH (CHANGEDSINCE ... VANISHED) per folder,
+    never a listing of every message; the result is exact all the same."""
+    refill_remote(pair, "user02", seed=23, count=120)
+    wipe_local(pair, "user02")
+    plan = make_plan(pair, tmp_path, "user02", delete_local=True)
+    assert sync(plan)[0].ok
+    client = open_session(pair.remote("user02"), pair.password("user02"))
+    try:
+        client.select_folder("INBOX")
+        uids = sorted(client.search(["ALL"]))
+        client.add_flags(uids[:2], ["\\Flagged"], silent=True)
+        client.delete_messages(uids[2:4])
+        client.expunge()
+    finally:
+        client.logout()
+    _append_remote(pair, "user02", ["after one", "after two"])
+    report, engine, _ = sync(plan)
+    assert report.ok, report.errors
+    assert report.copied == 2 and report.deleted_host2 == 2 and report.flags_updated >= 2
+    assert engine.stats["h1.fetch_qresync"] >= 1 and engine.stats["h1.qresync_mismatch"] == 0
+    assert engine.stats["h1.fetch_flags"] == 0  # no folder was listed in full
+    assert_exact_copy(pair, "user02")
+
+
 def test_inbox_mode_copies_unseen_once_and_marks_them_seen(pair: Pair, tmp_path: Path) -> None:
     msgs = refill_remote(pair, "user02", seed=21, count=320)  # several batches: \Seen set while the next is read
     wipe_local(pair, "user02")

@@ -96,6 +96,7 @@ class RunBase:
         self.inbox = plan.folder_mode == "inbox"
         self.sieve = self.inbox and plan.sieve_enabled
         self.modseq = False  # host1 gives HIGHESTMODSEQ (CONDSTORE enabled)
+        self.qresync = False  # host1 tells what was expunged since a MODSEQ (QRESYNC enabled)
         self.secrets: list[str] = []
         self.appends = 0
         self.last_save = 0.0

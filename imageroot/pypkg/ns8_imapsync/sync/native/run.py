@@ -216,9 +216,11 @@ class Run(DiscoverySteps, PlacingSteps, FlagSteps, InboxSteps, DeletionSteps, Co
             raise Fatal(SIEVE_UNAVAILABLE,
                          f"the local server {self.plan.target.where} does not offer FILTER=SIEVE")
         if c1.has_capability("CONDSTORE") and c1.has_capability("ENABLE"):
+            want = "QRESYNC" if c1.has_capability("QRESYNC") else "CONDSTORE"
             try:
-                c1.enable("CONDSTORE")
+                enabled = {e.decode().upper() if isinstance(e, bytes) else str(e).upper() for e in c1.enable(want)}
                 self.modseq = True
+                self.qresync = "QRESYNC" in enabled
             except imaplib.IMAP4.abort:
                 raise
             except imaplib.IMAP4.error:
