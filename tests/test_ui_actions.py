@@ -9,9 +9,9 @@ import json
 import time
 
 import pytest
-from conftest import Cli
 from localnode import redisd
 from localnode.config import NodeConfig
+from nodecli import Cli
 
 TASK = {"delete_local": False, "delete_remote": False, "delete_remote_older": 0, "exclude": "", "cron": "",
         "foldersynchronization": "all", "sieve_enabled": False, "security": "tls"}
