@@ -8,7 +8,7 @@ import stat
 import pytest
 from ns8_imapsync import schedule
 from ns8_imapsync.statedir import StateDir
-from ns8_imapsync.task import Task, TaskError, format_env, parse_env
+from ns8_imapsync.task import Task, TaskError, format_env, parse_env, validate_password
 
 BASE = dict(localuser="u2", task_id="abc123", remotehostname="imap.example.org", remoteport=143,
             remoteusername="alice@example.org")
@@ -153,3 +153,22 @@ def test_write_atomic_without_overwrite_never_replaces(tmp_path) -> None:
         files.write_atomic(target, "second", 0o600, overwrite=False)
     assert target.read_text() == "first" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["conf.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\x9b"])
+def test_unicode_line_separators_are_refused_and_never_split_the_file(sep: str) -> None:
+    """str.splitlines ends lines at these: a value holding one could have added a
+    line (DELETE_LOCAL=1) to the task file for a reader that splits that way."""
+    with pytest.raises(TaskError) as exc:
+        Task(**{**BASE, "remoteusername": f"a{sep}DELETE_LOCAL=1"})
+    assert exc.value.field == "remoteusername"
+    assert parse_env(f"EXCLUDE=x{sep}DELETE_LOCAL=1\nTASK_ID=a\r\n") == {"EXCLUDE": f"x{sep}DELETE_LOCAL=1",
+                                                                          "TASK_ID": "a"}
+
+
+@pytest.mark.parametrize("password", ["pw\r\nZ1 NOOP", "pw\nx", "p\x00w", "p\u2028w"])
+def test_a_password_with_control_characters_is_refused_without_echo(password: str) -> None:
+    with pytest.raises(TaskError) as exc:
+        validate_password(password)
+    assert (exc.value.field, exc.value.value) == ("remotepassword", "")
+    assert validate_password('p a,s"s\'w$rd`\\ é') == 'p a,s"s\'w$rd`\\ é'

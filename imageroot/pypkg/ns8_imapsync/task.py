@@ -40,7 +40,9 @@ TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # any id a task file may hold: the reference module allowed `_`
 LEGACY_TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 CRON_RE = re.compile(r"^(?:(?P<m>[1-9]|[1-5][0-9])m|(?P<h>[1-9]|1[0-9]|2[0-3])h)$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL, C1 (NEL among them) and the Unicode line/paragraph separators: any of them
+# could end a line of the task file for some reader
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 SECURITY_VALUES = ("tls", "ssl", "")
 FOLDER_MODES = ("all", "inbox", "exclusion")
 API_TEXT = "api_text"  # field metadata: the API answers this number as a string
@@ -50,6 +52,15 @@ def validate_text(field: str, value: str) -> str:
     if CONTROL_RE.search(value):
         raise TaskError(field, f"{field}_has_control_characters", value)
     return value
+
+
+def validate_password(password: str) -> str:
+    """A remote password fits on the one line of its .pwd file and in an IMAP
+    quoted string: a line break would cut the file and end the string early (a
+    command injected into the login check). The error never echoes it."""
+    if CONTROL_RE.search(password):
+        raise TaskError("remotepassword", "remotepassword_has_control_characters", "")
+    return password
 
 
 @dataclass
@@ -203,9 +214,12 @@ def _from_env(f: dataclasses.Field, env: dict[str, str]) -> object:
 
 
 def parse_env(text: str) -> dict[str, str]:
-    """`KEY=VALUE` lines; blank and `#` lines skipped; split at the first `=`."""
+    """`KEY=VALUE` lines; blank and `#` lines skipped; split at the first `=`.
+    Lines end at "\n" only (not str.splitlines' Unicode separators), as the
+    shell and systemd read the file."""
     env: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
             continue
         key, value = line.split("=", 1)

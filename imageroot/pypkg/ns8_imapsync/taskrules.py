@@ -21,7 +21,7 @@ import jsonschema
 
 from ns8_imapsync import ns8
 from ns8_imapsync.statedir import StateDir
-from ns8_imapsync.task import Task, TaskError
+from ns8_imapsync.task import Task, TaskError, validate_password
 
 #: imageroot/actions: the package sits in imageroot/pypkg, on NS8 as in this repository
 ACTIONS_DIR = Path(__file__).resolve().parents[2] / "actions"
@@ -59,8 +59,10 @@ def check_request(request: dict, state: StateDir) -> Task:
         # once a remote message is deleted, the next delete_local pass would
         # remove its only copy: both engines refuse the pair, so refuse it here
         raise TaskError("delete_local", "delete_local_and_delete_remote_are_exclusive", True)
-    if not request.get("remotepassword") and not state.has_password(task):
+    password = request.get("remotepassword") or ""
+    if not password and not state.has_password(task):
         raise TaskError("remotepassword", "remotepassword_is_required", "")
+    validate_password(password)
     return task
 
 
