@@ -59,14 +59,26 @@ def _create_task_error(error: str, exit_code: int) -> None:
 
 def validate_create(request: dict) -> Task:
     """create-task/10validate: the values, and a password for a new task."""
+    state = StateDir()
     try:
-        task = check_request(request, StateDir())
+        task = check_request(request, state)
     except TaskError as exc:
         _task_error(exc)
         raise  # not reached
     if not ns8.env_get("MAIL_HOST"):
         _create_task_error("module_is_not_configured", 5)
+    if state.owner(task.name) is None:
+        _check_local_user(task.localuser)
     return task
+
+
+def _check_local_user(localuser: str) -> None:
+    """A new task's local user is an enabled mailbox of the mail server, the
+    rule import-csv-tasks applies: a task for a disabled or unknown user would
+    fail at every run. An existing task stays editable whatever its user became."""
+    mailboxes, _why = enabled_mailboxes()
+    if localuser not in {m["value"] for m in mailboxes}:
+        _task_error(TaskError("localuser", "localuser_is_not_an_enabled_mailbox", localuser))
 
 
 def save_and_check(request: dict) -> None:
