@@ -683,3 +683,13 @@ def test_zz_no_password_in_any_output_or_log(exported: Path, tmp_path_factory) -
     for text in OUTPUTS + [p.read_text(errors="replace") for p in logs]:
         for secret in secrets:
             assert secret not in text
+
+
+@pytest.mark.parametrize("body", ['{"server": "h\u00e9"}'.encode("utf-16"), b'{"server": "h\xe9"}',
+                                  b"[" * 100_000 + b"]" * 100_000])
+def test_a_config_that_is_not_utf8_json_is_a_config_error(tmp_path: Path, body: bytes) -> None:
+    from ns8_imapsync.bulk.config import ConfigError, load_config
+    path = tmp_path / "export.pass.config.json"
+    path.write_bytes(body)
+    with pytest.raises(ConfigError, match="export.pass.config.json"):
+        load_config(path)

@@ -126,10 +126,14 @@ def load_config(path: str | os.PathLike) -> MigrationConfig:
         raise ConfigError(f"config file {path} not found") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} is unreadable: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # a UTF-16 export, a stray Latin-1 byte
+        raise ConfigError(f"{path} is not UTF-8 (byte {exc.start}): save it as UTF-8") from None
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError is handled above
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a migration config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be an object with \"server\" and \"accounts\"")
     warnings = []
