@@ -58,6 +58,9 @@ class LocalFolder:
     target: str = ""
 
 
+FLAG_BATCH = 500  # UIDs per STORE: a short command line whatever the folder's size
+
+
 def load_export(store: AccountStore) -> tuple[dict, list[LocalFolder]]:
     """The account's exported folders and messages; AccountFailed if there is no export."""
     if not store.dir.is_dir():
@@ -114,11 +117,13 @@ def parse_date(text: str | None) -> datetime | None:
 
 
 def match(local: Sequence[tuple[Path, Sidecar]], present: dict[int, RemoteMessage],
-          key_local: Callable[[Sidecar], object], key_remote: Callable[[RemoteMessage], object]
+          key_local: Callable[[Sidecar], object], key_remote: Callable[[RemoteMessage], object],
+          pairs: list[tuple[Sidecar, RemoteMessage]] | None = None,
           ) -> tuple[list[tuple[Path, Sidecar]], list[RemoteMessage]]:
     """Multiset matching: (exported messages with no counterpart, target messages with none).
 
-    n exported messages with one key need n target messages with that key."""
+    n exported messages with one key need n target messages with that key;
+    ``pairs``, when given, receives each exported message with its counterpart."""
     pool: dict[object, list[RemoteMessage]] = defaultdict(list)
     for uid in sorted(present):
         pool[key_remote(present[uid])].append(present[uid])
@@ -126,7 +131,9 @@ def match(local: Sequence[tuple[Path, Sidecar]], present: dict[int, RemoteMessag
     for item in local:
         bucket = pool.get(key_local(item[1]))
         if bucket:
-            bucket.pop(0)
+            found = bucket.pop(0)
+            if pairs is not None:
+                pairs.append((item[1], found))
         else:
             missing.append(item)
     extra = sorted((m for bucket in pool.values() for m in bucket), key=lambda m: m.uid)
@@ -145,6 +152,29 @@ def target_state(client: imapclient.IMAPClient, target: str, limits: Limits, rea
         return None
     uids = uid_search_all(client) if int(info.get(b"EXISTS", 0)) else set()
     return identify(client, sorted(uids), limits, all_content=deep, refused=refused)
+
+
+def update_flags(client: imapclient.IMAPClient, pairs: Sequence[tuple[Sidecar, RemoteMessage]]) -> int:
+    """The exported flags set on the (selected) target's copies that differ: a
+    re-import after a fresh export carries what the user changed on the source
+    since the last import. ``\\Recent`` is the server's own; returns how many changed."""
+    if not pairs:
+        return 0
+    current = {uid: _flag_set(d.get(b"FLAGS", ())) for uid, d in client.fetch("1:*", ["FLAGS"]).items()}
+    wanted: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for side, msg in pairs:
+        want = _flag_set(side.flags)
+        if msg.uid in current and want != current[msg.uid]:
+            wanted[want].append(msg.uid)
+    for flags, uids in wanted.items():
+        for i in range(0, len(uids), FLAG_BATCH):
+            client.set_flags(uids[i:i + FLAG_BATCH], list(flags), silent=True)
+    return sum(len(u) for u in wanted.values())
+
+
+def _flag_set(flags: Sequence[str | bytes]) -> tuple[str, ...]:
+    names = (f.decode("utf-8", "replace") if isinstance(f, bytes) else f for f in flags)
+    return tuple(sorted(f for f in names if f.lower() != "\\recent"))
 
 
 def append_all(client: imapclient.IMAPClient, target: str, items: Sequence[tuple[Path, Sidecar]],
@@ -232,9 +262,11 @@ def import_account(account: Account, result: AccountResult, ctx: ImportContext) 
             if unreadable:
                 _skip_folder(target, unreadable, account, result, ctx)
                 continue
-            missing, _extra = match(items, present, lambda s: s.identity, lambda m: m.identity)
+            pairs: list[tuple[Sidecar, RemoteMessage]] = []
+            missing, _extra = match(items, present, lambda s: s.identity, lambda m: m.identity, pairs)
             already = len(items) - len(missing)
             result.add("already_there", already)
+            result.add("flags_updated", update_flags(client, pairs))
             ctx.progress.update(account.email, already, 0, target)
             appended = append_all(client, target, missing, account, result, ctx)
             ctx.log.detail(f"{account.email}: {target}: {appended} appended, {already} already there")
