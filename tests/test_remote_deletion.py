@@ -157,3 +157,38 @@ def test_a_copy_the_user_deleted_keeps_its_remote_original(fresh: Pair, tmp_path
     assert subjects(fresh, "remote", "Archive") == []
     assert subjects(fresh, "local", "Archive") == ["archived"]
     assert any("1 message(s) kept on the remote server" in line for line in lines), lines
+
+
+def damage_local_copy(pair: Pair, folder: str, subject: str) -> None:
+    """The local copy replaced by one with the same headers and date but more bytes,
+    as a re-sent literal after a dropped connection leaves it."""
+    client = open_session(pair.local(USER), pair.master_pass)
+    try:
+        client.select_folder(folder)
+        data = client.fetch(client.search(["ALL"]), ["BODY.PEEK[]", "INTERNALDATE"])
+        uid, item = next((u, d) for u, d in data.items() if f"Subject: {subject}\r\n".encode() in d[b"BODY[]"])
+        client.delete_messages([uid])
+        client.expunge()
+        client.append(folder, item[b"BODY[]"] + b"truncated literal, then the whole message again\r\n",
+                      [], item[b"INTERNALDATE"])
+    finally:
+        client.logout()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_damaged_copy_with_the_right_headers_keeps_its_remote_original(fresh: Pair, tmp_path: Path,
+                                                                         engine: str) -> None:
+    """A local copy proves its original only with the same size too: headers alone
+    would let a damaged copy (same Message-Id and Received lines) stand for it."""
+    put_remote(fresh, "INBOX", [("damaged", OLD), ("intact", OLD)])
+    report, lines = run(engine, make_plan(fresh, tmp_path), tmp_path)
+    assert report.ok, (report.errors, lines)
+    damage_local_copy(fresh, "INBOX", "damaged")
+    plan = make_plan(fresh, tmp_path, delete_remote=True)
+    if engine == "native":
+        report, lines = run(engine, plan, tmp_path)
+    else:  # the deletion step alone: imapsync would see the copy as there (same headers) and copy nothing
+        report, lines = RunReport(), []
+        poststeps.after_run(plan, report, [], lines.append, threading.Event())
+    assert subjects(fresh, "remote") == ["damaged"], lines
+    assert any("1 message(s) kept on the remote server" in line for line in lines), lines

@@ -3,9 +3,14 @@
 A remote original may be deleted only while a copy of it is proven to exist
 on the local server (``deletion``).  "Proven" means: a local message, not
 marked ``\\Deleted``, whose identity (imapsync's header signature, or the
-content hash of a message with neither Message-Id nor Received) equals the
-remote message's, found by reading the local server at that moment -- never
-taken from an engine's memory or from imapsync's output.
+content hash of a message with neither Message-Id nor Received) and
+RFC822.SIZE equal the remote message's, found by reading the local server at
+that moment -- never taken from an engine's memory or from imapsync's output.
+The size matters: a copy with the right headers can still be damaged (imapsync
+re-sending a message after a connection dropped mid-FETCH appends the partial
+literal with the whole message); such a copy proves nothing, and the original
+stays. A server whose RFC822.SIZE is not the message's octet count therefore
+keeps its originals (the safe side), and the run log says how many.
 
 Matching is a multiset: one local message proves one remote message, so two
 identical remote messages need two local copies.
@@ -97,7 +102,7 @@ def _check_hints(client: imapclient.IMAPClient, folder: str, wanted: Sequence[Wa
             continue
         header = header_from_fetch(item)
         signature = header_signature(header) if header is not None else None
-        same = signature == w.identity if signature else int(item.get(b"RFC822.SIZE", -1)) == w.size
+        same = int(item.get(b"RFC822.SIZE", -1)) == w.size and (signature == w.identity if signature else True)
         spot = Located(folder, uid)
         if same and spot not in used:
             found[w.uid] = spot
@@ -110,12 +115,12 @@ def _scan(client: imapclient.IMAPClient, folder: str, wanted: Sequence[Wanted],
     candidates = _dated_like(client, wanted)
     taken = {spot.uid for spot in used if spot.folder == folder}
     local = reads.identify(client, sorted(candidates - taken), limits)
-    pool: dict[str, list[int]] = defaultdict(list)
+    pool: dict[tuple[str, int], list[int]] = defaultdict(list)
     for uid in sorted(local):
-        pool[local[uid].identity].append(uid)
+        pool[(local[uid].identity, local[uid].size)].append(uid)
     for w in sorted(wanted, key=lambda x: x.uid):
-        if pool.get(w.identity):
-            spot = Located(folder, pool[w.identity].pop(0))
+        if pool.get((w.identity, w.size)):
+            spot = Located(folder, pool[(w.identity, w.size)].pop(0))
             found[w.uid] = spot
             used.add(spot)
 
