@@ -296,12 +296,22 @@ class Run:
                 st.state = report.error_class
             else:
                 st.state = "failed"
+            unsaved = self._save_end(st)
+            took = f"{st.ended - st.started:.0f}s" if st.started else "-"
+            journal(f"imapsync task {self.plan.task_name}: {st.state} in {took}, exit {st.exit_code}: "
+                    f"{st.reason}{unsaved}")
+            return st
+
+    def _save_end(self, st: RunStatus) -> str:
+        """Status and history written; on a full or failing state directory, the
+        words the journal line adds, since the journal is then the only record."""
+        try:
             self._write_status()
             runstate.append_history(self.tf, st)
             self.tf.progress.unlink(missing_ok=True)
-            took = f"{st.ended - st.started:.0f}s" if st.started else "-"
-            journal(f"imapsync task {self.plan.task_name}: {st.state} in {took}, exit {st.exit_code}: {st.reason}")
-            return st
+        except OSError as exc:
+            return f" (its status could not be saved in {self.tf.tasks_dir}: {exc.strerror or exc})"
+        return ""
 
     # ---- helpers -------------------------------------------------------------
     def _write_status(self) -> None:
