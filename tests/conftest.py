@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from faultproxy import FaultProxy
 from localnode import node
 from localnode.config import NodeConfig
 from localnode.imap_pair import Pair, running_pair
@@ -45,3 +46,18 @@ def pair() -> Iterator[Pair]:
     """Both Dovecots alone (no agents), fresh for each test module that asks."""
     with running_pair(PAIR_PORT_BASE) as started:
         yield started
+
+
+# ---- fault proxies in front of the `pair` fixture in scope (a module may override `pair`) ----
+
+@pytest.fixture
+def remote_proxy(pair: Pair) -> Iterator[FaultProxy]:
+    with FaultProxy(pair.remote_host, pair.remote_imap) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def local_proxy(pair: Pair) -> Iterator[FaultProxy]:
+    m = pair.cfg.mail1
+    with FaultProxy(m.host, m.imap_port, source_host=m.host) as proxy:
+        yield proxy

@@ -25,7 +25,11 @@ sessions run:
   appended to a UID's ``BODY[]`` literal), :meth:`ignore_partial` (the client's
   ``BODY[]<o.n>`` is sent as ``BODY[]``: the whole body comes back),
   :meth:`malform` (a UID's FETCH response replaced by broken syntax),
-  :meth:`strip_appenduid` (a server without UIDPLUS), :meth:`hide_capability`;
+  :meth:`strip_appenduid` (a server without UIDPLUS), :meth:`hide_capability`,
+  :meth:`rename_folder` (a folder shown to the client under another name);
+- observers: :meth:`on_command` calls a function (in a worker thread, the
+  command held until it returns) for each client command matching a regex,
+  with the :class:`Session` it came on (which folder is selected there);
 - :attr:`bytes_up` / :attr:`bytes_down`: bytes forwarded client->server and
   server->client (after rewriting), :attr:`connections` accepted so far.
 
@@ -55,12 +59,32 @@ _PLACEHOLDER = re.compile(rb"\x00(\d+)\x00")
 _PARTIAL_REQUEST = re.compile(rb"(BODY(?:\.PEEK)?\[[^\]]*\])<\d+\.\d+>", re.I)
 _APPENDUID = re.compile(rb"\[APPENDUID \d+ \d+\] ?", re.I)
 _CAPABILITIES = re.compile(rb"(\[CAPABILITY |^\* CAPABILITY )([^\]]*)", re.I)
+_SELECT = re.compile(rb"^\S+ (?:SELECT|EXAMINE) (\"(?:[^\"\\]|\\.)*\"|\{\d+\+?\}|[^ \r\n]+)", re.I)
 
 UP, DOWN = "up", "down"
 
 
 class _Dropped(Exception):
     """The proxy closed this connection on purpose."""
+
+
+@dataclass
+class Session:
+    """One client connection, as :meth:`FaultProxy.on_command` observers see it."""
+
+    number: int  # 1 for the first connection the proxy accepted
+    selected: bytes | None = None  # the mailbox of the last SELECT/EXAMINE as the server got it (quoted)
+    command: bytes = b""  # the first line of the command being sent
+
+
+def _quoted(name: bytes) -> bytes:
+    return b'"' + name.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _rename_pattern(name: bytes) -> re.Pattern:
+    """``name`` as a whole mailbox token of a text line: quoted, or a bare atom."""
+    quoted = re.escape(_quoted(name))
+    return re.compile(rb"(?<=[ (])(?:" + quoted + rb"|" + re.escape(name) + rb"(?=[ )\r]|$))")
 
 
 @dataclass
@@ -171,12 +195,14 @@ class _Faults:
     strip_appenduid: bool = False
     hidden: set[bytes] = field(default_factory=set)
     rewriters: list[Callable[[Unit], Unit | None]] = field(default_factory=list)
+    renames: list[tuple[bytes, bytes]] = field(default_factory=list)  # (real, shown)
 
 
 @dataclass(eq=False)
 class _Conn:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter
+    session: Session = field(default_factory=lambda: Session(0))
     dropped: bool = False
 
     def drop(self) -> None:
@@ -201,6 +227,9 @@ class FaultProxy:
         self._faults = _Faults(hidden={h.upper().encode() for h in hide})
         self._conns: set[_Conn] = set()
         self._handlers: set[asyncio.Task] = set()
+        self._hooks: list[tuple[re.Pattern, Callable[[bytes, Session], object], bool]] = []
+        self.hook_errors: list[str] = []  # exceptions raised by on_command observers
+        self.generation = 0  # clear() calls so far
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -306,15 +335,42 @@ class FaultProxy:
         with self._lock:
             self._faults.hidden.add(name.upper().encode())
 
+    def rename_folder(self, real: str, shown: str) -> None:
+        """Show the server's folder ``real`` as ``shown`` (both as on the wire: modified UTF-7):
+        in the server's text lines (LIST, LSUB, STATUS...) and, the other way, in the client's
+        command lines. A name the client sends as a literal is not renamed; keep ``real`` a
+        distinctive leaf name (no children), so no other token can match it."""
+        with self._lock:
+            self._faults.renames.append((real.encode("ascii"), shown.encode("ascii")))
+
+    def on_command(self, pattern: str, func: Callable[[bytes, Session], object], *,
+                   continuations: bool = False) -> None:
+        """Call ``func(line, session)`` for every client command line matching ``pattern``
+        (a regex, case-insensitive; the line as the server will get it, after
+        :meth:`rename_folder`), in a worker thread, before the line is forwarded: the
+        command waits until ``func`` returns. ``continuations``: also for the lines that
+        follow a literal inside a command (each message of a MULTIAPPEND announces its
+        literal on one; ``session.command`` is the command's first line). Exceptions are
+        kept in :attr:`hook_errors`. Observers stay until :meth:`clear_observers`
+        (``clear`` keeps them)."""
+        with self._lock:
+            self._hooks.append((re.compile(pattern.encode(), re.I), func, continuations))
+
+    def clear_observers(self) -> None:
+        with self._lock:
+            self._hooks = []
+
     def rewrite(self, func: Callable[[Unit], Unit | None]) -> None:
         """A custom rewriter of server response units (None drops the unit)."""
         with self._lock:
             self._faults.rewriters.append(func)
 
     def clear(self) -> None:
-        """No fault any more (hidden capabilities stay)."""
+        """No fault any more (hidden capabilities stay); :attr:`generation` moves on, so
+        an observer that arms a fault can tell it was armed before (see ``at_command``)."""
         with self._lock:
             self._faults = _Faults(hidden=self._faults.hidden)
+            self.generation += 1
 
     # ---- connections ----
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -328,9 +384,9 @@ class FaultProxy:
         except OSError:
             client_w.transport.abort()
             return
-        conn = _Conn(client_w, server_w)
-        self._conns.add(conn)
         self.connections += 1
+        conn = _Conn(client_w, server_w, Session(self.connections))
+        self._conns.add(conn)
         tasks = [asyncio.ensure_future(self._pump_up(conn, client_r)),
                  asyncio.ensure_future(self._pump_down(conn, server_r))]
         try:
@@ -379,9 +435,15 @@ class FaultProxy:
         """Client -> server, line by line; literals forwarded as they come (a client waits for
         ``+`` before sending a synchronising literal, so nothing is held back)."""
         command_start = True
+        capture = False  # the next literal is the mailbox of a SELECT/EXAMINE
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, _Dropped):
             while True:
                 line = await reader.readuntil(b"\n")
+                if command_start:
+                    line = self._rename_up(line)  # observers see the command as the server will
+                    conn.session.command = line
+                    capture = self._note_select(conn.session, line)
+                await self._observe(line, conn.session, command_start)
                 rule = self._command_rule(line) if command_start else None
                 if rule is not None and rule[0] is None:
                     conn.drop()
@@ -398,8 +460,44 @@ class FaultProxy:
                     piece = await reader.read(min(left, PIECE))
                     if not piece:
                         return
+                    if capture:
+                        conn.session.selected = _quoted(piece)
+                        capture = False
                     await self._emit(conn, UP, piece)
                     left -= len(piece)
+
+    @staticmethod
+    def _note_select(session: Session, line: bytes) -> bool:
+        """Remember the mailbox a SELECT/EXAMINE names; True when it comes as a literal."""
+        match = _SELECT.match(line)
+        if not match:
+            return False
+        arg = match.group(1)
+        if arg.startswith(b"{"):
+            return True
+        session.selected = arg if arg.startswith(b'"') else _quoted(arg)
+        return False
+
+    async def _observe(self, line: bytes, session: Session, command_start: bool) -> None:
+        with self._lock:
+            hooks = [func for pattern, func, inside in self._hooks
+                     if (command_start or inside) and pattern.search(line)]
+        for func in hooks:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._call_observer, func, line, session)
+
+    def _call_observer(self, func: Callable[[bytes, Session], object], line: bytes, session: Session) -> None:
+        try:
+            func(line, session)
+        except Exception as exc:  # an observer's failure is the test's to report, not the session's
+            self.hook_errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _rename_up(self, line: bytes) -> bytes:
+        with self._lock:
+            renames = list(self._faults.renames)
+        for real, shown in renames:
+            line = _rename_pattern(shown).sub(lambda _m, real=real: _quoted(real), line)
+        return line
 
     def _command_rule(self, line: bytes) -> tuple[str | None, int] | None:
         """The armed :meth:`drop_on_command` rule when ``line`` matches it (then disarmed):
@@ -448,6 +546,9 @@ async def _read_unit(reader: asyncio.StreamReader) -> Unit:
 
 def _rewrite(unit: Unit, faults: _Faults) -> Unit | bytes | None:
     """The built-in rewrites of one server response unit."""
+    for real, shown in faults.renames:
+        pattern = _rename_pattern(real)
+        unit.texts = [pattern.sub(lambda _m, shown=shown: _quoted(shown), t) for t in unit.texts]
     first = unit.texts[0]
     if faults.hidden and b"CAPABILITY" in first.upper():
         unit.texts[0] = _hide(first, faults.hidden)

@@ -41,5 +41,5 @@ class Cli:
 
     def api_ok(self, action: str, data: object = None) -> object:
         proc = self.api(action, data)
-        assert proc.returncode == 0, f"{action} failed ({proc.returncode}): {proc.stderr}"
+        assert proc.returncode == 0, f"{action} failed ({proc.returncode}): {proc.stdout} {proc.stderr}"
         return json.loads(proc.stdout)

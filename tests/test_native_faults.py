@@ -51,19 +51,6 @@ def filled(pair: Pair) -> Pair:
     return pair
 
 
-@pytest.fixture
-def remote_proxy(pair: Pair) -> Iterator[FaultProxy]:
-    with FaultProxy(pair.remote_host, pair.remote_imap) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def local_proxy(pair: Pair) -> Iterator[FaultProxy]:
-    m = pair.cfg.mail1
-    with FaultProxy(m.host, m.imap_port, source_host=m.host) as proxy:
-        yield proxy
-
-
 def make_plan(pair: Pair, tmp: Path, **options: object) -> SyncPlan:
     return plan_for(pair, tmp, USER, "u3_fault01", **options)
 
