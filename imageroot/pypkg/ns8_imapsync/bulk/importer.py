@@ -31,7 +31,15 @@ import imapclient
 
 from ns8_imapsync.imap.errors import AuthenticationFailed
 from ns8_imapsync.imap.folders import always_excluded, list_folders, map_name, namespace_info
-from ns8_imapsync.imap.messages import AppendRefused, append_message, file_chunks, mailbox_arg, uid_search_all
+from ns8_imapsync.imap.messages import (
+    AppendRefused,
+    append_message,
+    chunked,
+    file_chunks,
+    mailbox_arg,
+    uid_search_all,
+    uid_sets,
+)
 from ns8_imapsync.imap.reads import Limits, RemoteMessage, identify
 
 from . import exitcodes
@@ -58,7 +66,7 @@ class LocalFolder:
     target: str = ""
 
 
-FLAG_BATCH = 500  # UIDs per STORE: a short command line whatever the folder's size
+FLAG_FETCH_BATCH = 1000  # UIDs per FETCH FLAGS: a command line well under servers' limits
 
 
 def load_export(store: AccountStore) -> tuple[dict, list[LocalFolder]]:
@@ -160,15 +168,17 @@ def update_flags(client: imapclient.IMAPClient, pairs: Sequence[tuple[Sidecar, R
     since the last import. ``\\Recent`` is the server's own; returns how many changed."""
     if not pairs:
         return 0
-    current = {uid: _flag_set(d.get(b"FLAGS", ())) for uid, d in client.fetch("1:*", ["FLAGS"]).items()}
+    current: dict[int, tuple[str, ...]] = {}
+    for part in chunked(sorted(m.uid for _, m in pairs), FLAG_FETCH_BATCH):  # imapclient's fetch takes ints
+        current.update((uid, _flag_set(d.get(b"FLAGS", ()))) for uid, d in client.fetch(part, ["FLAGS"]).items())
     wanted: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for side, msg in pairs:
         want = _flag_set(side.flags)
         if msg.uid in current and want != current[msg.uid]:
             wanted[want].append(msg.uid)
     for flags, uids in wanted.items():
-        for i in range(0, len(uids), FLAG_BATCH):
-            client.set_flags(uids[i:i + FLAG_BATCH], list(flags), silent=True)
+        for uid_set in uid_sets(uids):
+            client.set_flags(uid_set, list(flags), silent=True)
     return sum(len(u) for u in wanted.values())
 
 
