@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/imageroot/pypkg
 
-.PHONY: deps demo test test-containers images up down status lint clean
+.PHONY: deps demo test test-containers reliability images up down status lint clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -16,6 +16,12 @@ test: deps
 	$(PY) -m ruff check imageroot/pypkg tests imapsync-container/crond imapsync-container/syncctl
 	$(PY) -m pytest
 	./test-module.sh local
+
+# The reliability suite with its long variants, then the README's table from its
+# results (tests/outputs/reliability/). `make test` runs the short variants.
+reliability: deps
+	$(PY) -m pytest tests/reliability -p no:cacheprovider -m "reliability_long or not reliability_long"
+	$(PY) -m reliability.report
 
 # The real images, unit and rootless containers (README: "Container suite"). It
 # changes system settings (tests/containers/prepare-host.sh), so it is not part of
