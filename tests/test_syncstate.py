@@ -174,3 +174,16 @@ def test_forgetting_host2_uids_marks_copies_gone(tmp_path: Path) -> None:
     assert again.target_state("INBOX").uidvalidity == 12 and not again.target_state("INBOX").keys
     assert again.folders["INBOX"].h1 is None
     again.close()
+
+
+def test_a_write_the_disk_refuses_keeps_its_own_error(tmp_path) -> None:
+    """The error a run reports is the disk's ("database or disk is full"), not the
+    ROLLBACK's that SQLite made pointless by rolling back itself."""
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (v)")
+    with pytest.raises(sqlite3.OperationalError, match="boom"):
+        with ss._transaction(conn):
+            conn.execute("INSERT INTO t VALUES (1)")
+            conn.execute("ROLLBACK")  # as SQLite does by itself on SQLITE_FULL
+            raise sqlite3.OperationalError("boom")
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)

@@ -269,7 +269,12 @@ class _transaction:
         return self.conn
 
     def __exit__(self, kind: object, *_rest: object) -> None:
-        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            # SQLite has already rolled back on some errors (SQLITE_FULL: the disk is
+            # full); a ROLLBACK then would replace that error with "no transaction is active"
+            self.conn.execute("ROLLBACK")
 
 
 def _open(path: Path, source: str, target: str) -> sqlite3.Connection:
