@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/imageroot/pypkg
 
-.PHONY: deps demo test test-containers reliability images up down status lint clean
+.PHONY: deps demo test test-containers reliability bench images up down status lint clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -13,7 +13,7 @@ demo: deps
 	$(PY) -m localnode.demo
 
 test: deps
-	$(PY) -m ruff check imageroot/pypkg tests imapsync-container/crond imapsync-container/syncctl
+	$(PY) -m ruff check imageroot/pypkg tests bench imapsync-container/crond imapsync-container/syncctl
 	$(PY) -m pytest
 	./test-module.sh local
 
@@ -22,6 +22,13 @@ test: deps
 reliability: deps
 	$(PY) -m pytest tests/reliability -p no:cacheprovider -m "reliability_long or not reliability_long"
 	$(PY) -m reliability.report
+
+# Side by side with imapsync and doveadm backup (bench/README.md): bench/results/<date>.json,
+# then bench/README.md. imapsync is measured when one is on PATH, e.g.
+# IMAPSYNC_DIR=/opt/imapsync-beside make bench (never copied into the repository).
+IMAPSYNC_DIR ?=
+bench: deps
+	PATH="$(if $(IMAPSYNC_DIR),$(IMAPSYNC_DIR):)$$PATH" $(PY) bench/run.py $(BENCH_ARGS)
 
 # The real images, unit and rootless containers (README: "Container suite"). It
 # changes system settings (tests/containers/prepare-host.sh), so it is not part of
@@ -45,7 +52,7 @@ status:
 	$(PY) -m localnode status
 
 lint: deps
-	$(PY) -m ruff check imageroot/pypkg tests imapsync-container/crond imapsync-container/syncctl
+	$(PY) -m ruff check imageroot/pypkg tests bench imapsync-container/crond imapsync-container/syncctl
 
 clean: down
 	rm -rf .localnode .venv .venv-host

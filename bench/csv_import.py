@@ -1,4 +1,4 @@
-"""import-csv-tasks on 1,000 rows: wall time and peak RSS, on a throw-away local node.
+"""import-csv-tasks on 1,000 rows: wall time and peak RSS, on a local node (run.py's, or its own).
 
     .venv/bin/python bench/csv_import.py --rows 1000 --repeat 3
 
@@ -60,6 +60,7 @@ def add_users(cfg: NodeConfig, rows: int) -> list[tuple[str, str, str]]:
 
 
 def measure(env: dict, csv_path: Path, *args: str) -> tuple[float, int, int]:
+    """One import in a fresh measuring process, so RUSAGE_CHILDREN is this import's alone."""
     proc = subprocess.run([sys.executable, "-c", MEASURE, str(csv_path), "runagent", "-m", "imapsync1",
                            "import-csv-tasks", *args], capture_output=True, text=True, env=env, check=True)
     wall, rss, rc = proc.stdout.split()
@@ -67,6 +68,7 @@ def measure(env: dict, csv_path: Path, *args: str) -> tuple[float, int, int]:
 
 
 def wipe_tasks(cfg: NodeConfig) -> None:
+    """Every task file gone (not timed), so each round imports into an empty module."""
     state = cfg.module_state_dir("imapsync1")
     for sub in ("imapsync", "cron"):
         for p in (state / sub).iterdir():
@@ -74,7 +76,46 @@ def wipe_tasks(cfg: NodeConfig) -> None:
                 p.unlink()
 
 
+def write_csv(cfg: NodeConfig, accounts: list[tuple[str, str, str]]) -> Path:
+    """The CSV an administrator would upload, one row per account pair."""
+    r = cfg.remote
+    csv_path = cfg.state_dir / "users.csv"
+    csv_path.write_text(HEADER + "".join(f'{local},{remote},"{pw}",{r.host},{r.imap_port},tls\n'
+                                         for local, remote, pw in accounts))
+    return csv_path
+
+
+MODES = [("check (-c)", ("-c",)), ("import (--no-start)", ("--no-start",)), ("re-run (all skipped)", ()),
+         ("import + first syncs queued", ())]
+
+
+def run_modes(cfg: NodeConfig, env: dict, csv_path: Path, repeat: int, with_start: bool = True
+              ) -> dict[str, list[dict]]:
+    """{mode: [{wall_s, peak_rss_mb, exit, tasks}]}; each round starts from a module without
+    tasks, and every round ends with its syncs stopped, leaving the round's tasks in place."""
+    modes = MODES if with_start else MODES[:3]
+    runs: dict[str, list[dict]] = {name: [] for name, _ in modes}
+    for _ in range(repeat):
+        for name, flags in modes:
+            if name.startswith("check") or name.startswith("import +"):
+                wipe_tasks(cfg)
+            wall, rss, rc = measure(env, csv_path, *flags)
+            made = len(list((cfg.module_state_dir("imapsync1") / "imapsync").glob("*.env")))
+            runs[name].append({"wall_s": round(wall, 3), "peak_rss_mb": rss, "exit": rc, "tasks": made})
+        subprocess.run(["api-cli", "run", "module/imapsync1/stop-all-tasks"], env=env, capture_output=True,
+                       timeout=1200)
+    return runs
+
+
+def node_env(cfg: NodeConfig) -> dict:
+    """The node's commands on PATH and its state dir, without the bench's PYTHONPATH (the agent sets its own)."""
+    env = dict(os.environ, LOCALNODE_DIR=str(cfg.state_dir), PATH=f"{LOCALNODE_SRC / 'bin'}:{os.environ['PATH']}")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def main() -> int:
+    """Standalone: a node of its own, one table of the modes."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--port-base", type=int, default=32000)
@@ -82,42 +123,23 @@ def main() -> int:
     ap.add_argument("--no-start-run", action="store_true", help="skip the import+start mode")
     args = ap.parse_args()
     with node.throwaway(args.port_base, "bench-csv-") as cfg:
-        env = dict(os.environ, LOCALNODE_DIR=str(cfg.state_dir), PATH=f"{LOCALNODE_SRC / 'bin'}:{os.environ['PATH']}")
-        env.pop("PYTHONPATH", None)
+        env = node_env(cfg)
         conf = json.loads(subprocess.run(["api-cli", "run", "module/imapsync1/get-configuration"], env=env,
                                          capture_output=True, text=True, check=True).stdout)
         uuid, host = conf["mail_server_URL"][0]["value"].split(",", 1)
         subprocess.run(["api-cli", "run", "module/imapsync1/configure-module", "--data",
                         json.dumps({"mail_server": uuid, "mail_host": host})], env=env, check=True,
                        capture_output=True)
-        accounts = add_users(cfg, args.rows)
-        r = cfg.remote
-        csv_path = cfg.state_dir / "users.csv"
-        csv_path.write_text(HEADER + "".join(f'{local},{remote},"{pw}",{r.host},{r.imap_port},tls\n'
-                                             for local, remote, pw in accounts))
-        modes = [("check (-c)", ("-c",)), ("import (--no-start)", ("--no-start",)),
-                 ("re-run (all skipped)", ())]
-        if not args.no_start_run:
-            modes.append(("import + first syncs queued", ()))
-        runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name, _ in modes}
-        made = 0
-        for _ in range(args.repeat):
-            for name, flags in modes:
-                if name.startswith("check") or name.startswith("import +"):
-                    wipe_tasks(cfg)
-                runs[name].append(measure(env, csv_path, *flags))
-                if name.startswith("import ("):
-                    made = len(list((cfg.module_state_dir("imapsync1") / "imapsync").glob("*.env")))
-            subprocess.run(["api-cli", "run", "module/imapsync1/stop-all-tasks"], env=env, capture_output=True,
-                           timeout=1200)
-        print(f"{args.rows} rows, {made} tasks written by the import; medians of {args.repeat}")
+        csv_path = write_csv(cfg, add_users(cfg, args.rows))
+        runs = run_modes(cfg, env, csv_path, args.repeat, not args.no_start_run)
+        print(f"{args.rows} rows; medians of {args.repeat}")
         print("| mode | wall s (median) | min-max | rows/s | peak RSS MB | exit |")
         print("|---|---|---|---|---|---|")
         for name, results in runs.items():
-            walls = sorted(w for w, _, _ in results)
+            walls = sorted(r["wall_s"] for r in results)
             med = statistics.median(walls)
             print(f"| {name} | {med:.2f} | {walls[0]:.2f}-{walls[-1]:.2f} | {args.rows / med:,.0f} | "
-                  f"{max(r for _, r, _ in results)} | {','.join(str(c) for _, _, c in results)} |")
+                  f"{max(r['peak_rss_mb'] for r in results)} | {','.join(str(r['exit']) for r in results)} |")
     return 0
 
 
