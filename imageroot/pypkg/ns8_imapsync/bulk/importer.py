@@ -37,6 +37,7 @@ from ns8_imapsync.imap.messages import (
     chunked,
     file_chunks,
     mailbox_arg,
+    parse_uid_set,
     uid_search_all,
     uid_sets,
 )
@@ -162,10 +163,12 @@ def target_state(client: imapclient.IMAPClient, target: str, limits: Limits, rea
     return identify(client, sorted(uids), limits, all_content=deep, refused=refused)
 
 
-def update_flags(client: imapclient.IMAPClient, pairs: Sequence[tuple[Sidecar, RemoteMessage]]) -> int:
+def update_flags(client: imapclient.IMAPClient, pairs: Sequence[tuple[Sidecar, RemoteMessage]],
+                 problems: list[str], target: str) -> int:
     """The exported flags set on the (selected) target's copies that differ: a
     re-import after a fresh export carries what the user changed on the source
-    since the last import. ``\\Recent`` is the server's own; returns how many changed."""
+    since the last import. ``\\Recent`` is the server's own; returns how many
+    changed; a STORE the target refuses is added to ``problems``."""
     if not pairs:
         return 0
     current: dict[int, tuple[str, ...]] = {}
@@ -176,10 +179,18 @@ def update_flags(client: imapclient.IMAPClient, pairs: Sequence[tuple[Sidecar, R
         want = _flag_set(side.flags)
         if msg.uid in current and want != current[msg.uid]:
             wanted[want].append(msg.uid)
+    changed = 0
     for flags, uids in wanted.items():
         for uid_set in uid_sets(uids):
-            client.set_flags(uid_set, list(flags), silent=True)
-    return sum(len(u) for u in wanted.values())
+            try:
+                client.set_flags(uid_set, list(flags), silent=True)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:  # the copies stay, with the flags they had
+                problems.append(f"{target}: flags {' '.join(flags) or '(none)'} refused by the target: {exc}")
+                continue
+            changed += len(parse_uid_set(uid_set.encode()))
+    return changed
 
 
 def _flag_set(flags: Sequence[str | bytes]) -> tuple[str, ...]:
@@ -276,7 +287,7 @@ def import_account(account: Account, result: AccountResult, ctx: ImportContext) 
             missing, _extra = match(items, present, lambda s: s.identity, lambda m: m.identity, pairs)
             already = len(items) - len(missing)
             result.add("already_there", already)
-            result.add("flags_updated", update_flags(client, pairs))
+            result.add("flags_updated", update_flags(client, pairs, result.problems, target))
             ctx.progress.update(account.email, already, 0, target)
             appended = append_all(client, target, missing, account, result, ctx)
             ctx.log.detail(f"{account.email}: {target}: {appended} appended, {already} already there")
