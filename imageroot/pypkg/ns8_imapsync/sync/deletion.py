@@ -17,7 +17,7 @@ INTERNALDATE is more than N days old are considered.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import imapclient
@@ -26,6 +26,7 @@ from ns8_imapsync.imap import reads
 from ns8_imapsync.imap.expunge import expunge_uids
 from ns8_imapsync.imap.folders import Folder, always_excluded
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
+from ns8_imapsync.imap.messages import clean_flags
 from ns8_imapsync.sync.locate import Wanted, locate
 
 Log = Callable[[str], object]
@@ -69,7 +70,7 @@ def remote_wanted(client: imapclient.IMAPClient, uids: Sequence[int], limits: re
     if not uids:
         return []
     hints = hints or {}
-    meta = reads.fetch_meta(client, uids, f"(UID RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
+    meta = reads.fetch_meta(client, uids, f"(UID FLAGS RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
     keyless: dict[int, int] = {}
     out: dict[int, Wanted] = {}
     for uid, item in meta.items():
@@ -78,12 +79,12 @@ def remote_wanted(client: imapclient.IMAPClient, uids: Sequence[int], limits: re
         size = int(item.get(b"RFC822.SIZE", 0))
         when = item.get(b"INTERNALDATE")
         out[uid] = Wanted(uid, signature or "", size, when if isinstance(when, datetime) else None,
-                          hints.get(uid))
+                          hints.get(uid), clean_flags(item.get(b"FLAGS", ())))
         if not signature:
             keyless[uid] = size
     for uid, key in reads.content_keys(client, keyless, limits).items():
         w = out[uid]
-        out[uid] = Wanted(uid, key, w.size, w.date, w.hint)
+        out[uid] = replace(w, identity=key)
     return [w for w in out.values() if w.identity]  # unreadable: no identity, never deleted
 
 

@@ -50,6 +50,7 @@ class Wanted:
     size: int
     date: datetime | None  # host1 INTERNALDATE
     hint: int | None = None  # host2 UID in the first folder searched, where an engine put it
+    flags: tuple[str, ...] = ()  # host1 flags when it was read for the deletion (clean_flags)
 
 
 @dataclass(frozen=True)

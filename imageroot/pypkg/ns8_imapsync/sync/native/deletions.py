@@ -15,7 +15,7 @@ from ns8_imapsync.sync import deletion, folderpairs
 from ns8_imapsync.sync import syncstate as ss
 from ns8_imapsync.sync.brake import FolderLoss, brake_reasons
 
-from .base import Job, RunBase
+from .base import DELETED, SEEN, Job, RunBase
 
 
 class DeletionSteps(RunBase):
@@ -29,7 +29,8 @@ class DeletionSteps(RunBase):
         if not candidates:
             return
         hints = {u: e.h2uid for u, e in candidates.items() if e.h2uid is not None}
-        wanted = deletion.remote_wanted(self.c1, sorted(candidates), self.limits, hints)
+        wanted = self._unchanged_since_synced(job, candidates,
+                                              deletion.remote_wanted(self.c1, sorted(candidates), self.limits, hints))
         places = deletion.places_for(job.target, self._local_folders(), self.sieve)
         outcome = deletion.delete_verified(self.c1, self.c2, job.folder, wanted, places, self.limits, self.log)
         if outcome.deleted or outcome.held:
@@ -37,6 +38,19 @@ class DeletionSteps(RunBase):
         for uid in outcome.uids:
             fs.entries.pop(uid, None)
         self.report.deleted_host1 += outcome.deleted
+
+    def _unchanged_since_synced(self, job: Job, entries: dict[int, ss.Entry],
+                                wanted: list[deletion.Wanted]) -> list[deletion.Wanted]:
+        """The candidates whose remote flags are still those this run synced: a message
+        whose flags changed on the remote after the folder was read (the user working on
+        the old server meanwhile) is kept until the next run has carried the change to
+        its copy. In inbox mode the engine's own \\Seen is not a change."""
+        ignore = {DELETED} | ({SEEN} if self.inbox else set())
+        keep = [w for w in wanted if set(w.flags) - ignore != set(entries[w.uid].flags) - ignore]
+        if keep:
+            self.log(f"folder {job.folder.name}: {len(keep)} message(s) kept on the remote server: their flags "
+                     "changed there during the run; the next run copies the change, then deletes them")
+        return [w for w in wanted if w not in keep]
 
     def _local_folders(self) -> list[Folder]:
         """host2's folders now (Sieve may have created some during the run), listed once."""
