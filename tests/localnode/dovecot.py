@@ -682,6 +682,23 @@ def _user_dir_name(server: ImapServer, user: str) -> str:
     return name
 
 
+def _remove_tree(path: Path, attempts: int = 20) -> None:
+    """rmtree while a kicked session may still be finishing: a file it renames or
+    creates meanwhile (dovecot-uidvalidity.*) makes rmtree fail; try again briefly."""
+    for attempt in range(attempts):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            if not path.exists():
+                return
+        except OSError:  # "Directory not empty": something was written meanwhile
+            if attempt == attempts - 1:
+                raise
+        time.sleep(0.1)
+    shutil.rmtree(path)
+
+
 def wipe(server: ImapServer, user: str | None = None) -> None:
     """Delete a user's home (mail, indexes, sieve scripts), or every user's; sessions are kicked first."""
     mail_dir = Path(server.dir) / "mail"
@@ -694,7 +711,7 @@ def wipe(server: ImapServer, user: str | None = None) -> None:
             doveadm(server, "kick", name, check=False)
         target = mail_dir / name
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            _remove_tree(target)
         elif target.exists() or target.is_symlink():
             target.unlink()
     if user is None and (Path(server.dir) / "public").is_dir():
