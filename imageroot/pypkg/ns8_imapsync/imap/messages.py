@@ -208,6 +208,14 @@ def append_message(
     if sent != size:  # the literal is broken: the session cannot go on
         raise imaplib.IMAP4.abort(f"message size changed while sending ({sent} of {size} bytes)")
     imap.send(pending + b"\r\n")
+    text = _append_reply(imap, tag)
+    match = _APPENDUID.search(text)
+    return int(match.group(2)) if match else None
+
+
+def _append_reply(imap: imaplib.IMAP4, tag: bytes) -> bytes:
+    """The tagged OK's text of an APPEND; :class:`AppendRefused` for NO or BAD
+    (the session goes on), the abort of a broken session passed through."""
     try:
         typ, data = imap._command_complete("APPEND", tag)
     except imaplib.IMAP4.abort:
@@ -219,8 +227,7 @@ def append_message(
     text = (data or [b""])[0] or b""
     if typ != "OK":
         raise AppendRefused(as_text(text))
-    match = _APPENDUID.search(text)
-    return int(match.group(2)) if match else None
+    return text
 
 
 def can_append_many(client: imapclient.IMAPClient) -> bool:
@@ -251,17 +258,7 @@ def append_many(client: imapclient.IMAPClient, mailbox: bytes,
     for flags, when, body in messages:
         imap.send(_append_item(flags, when, body))  # one write per message, no wait in between
     imap.send(b"\r\n")
-    try:
-        typ, data = imap._command_complete("APPEND", tag)
-    except imaplib.IMAP4.abort:
-        raise
-    except imaplib.IMAP4.error as exc:  # BAD
-        raise AppendRefused(str(exc)) from exc
-    finally:
-        imap.untagged_responses.clear()
-    text = (data or [b""])[0] or b""
-    if typ != "OK":
-        raise AppendRefused(as_text(text))
+    text = _append_reply(imap, tag)
     match = _APPENDUID_SET.search(text)
     uids = parse_uid_set(match.group(2)) if match else []
     return list(uids) if len(uids) == len(messages) else [None] * len(messages)
