@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from localnode import mailusers
 from localnode.cluster import AGENT_PYPKG
 from localnode.config import NodeConfig
 from ns8_imapsync.statedir import StateDir
@@ -218,7 +219,16 @@ def failure(proc) -> tuple[int, list[dict]]:
 
 
 @pytest.fixture
-def clean(cli, localnode, configured):
+def u2_x(localnode: NodeConfig):
+    """A mailbox whose name looks like a task file's prefix (u2_x): create-task takes only
+    enabled mailboxes, and the collision needs a task of this user."""
+    mailusers.add_user(localnode.mail1, "u2_x", "Mailbox,u2x-1")
+    yield
+    mailusers.remove_user(localnode.mail1, "u2_x")
+
+
+@pytest.fixture
+def clean(cli, localnode, configured, u2_x):
     """No task before and after; also the files a test wrote that no list shows."""
     def wipe() -> None:
         for t in cli.api_ok("module/imapsync1/list-tasks")["user_properties"]:
