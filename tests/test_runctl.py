@@ -368,7 +368,7 @@ class Spawner:
         return proc
 
     def alive(self) -> int:
-        return sum(p.poll() is None for p in self.procs.values())
+        return sum(p.poll() is None for p in list(self.procs.values()))  # the dispatcher thread adds meanwhile
 
 
 def dispatch_in_thread(tmp: Path, spawner: Spawner):
