@@ -34,14 +34,14 @@ from ns8_imapsync.imap.folders import always_excluded, list_folders, map_name, n
 from ns8_imapsync.imap.messages import (
     AppendRefused,
     append_message,
-    chunked,
+    clean_flags,
     file_chunks,
     mailbox_arg,
     parse_uid_set,
     uid_search_all,
     uid_sets,
 )
-from ns8_imapsync.imap.reads import Limits, RemoteMessage, identify
+from ns8_imapsync.imap.reads import Limits, RemoteMessage, fetch_meta, identify
 
 from . import exitcodes
 from .config import Account
@@ -65,9 +65,6 @@ class LocalFolder:
     meta: FolderMeta
     messages: list[tuple[Path, Sidecar]]
     target: str = ""
-
-
-FLAG_FETCH_BATCH = 1000  # UIDs per FETCH FLAGS: a command line well under servers' limits
 
 
 def load_export(store: AccountStore) -> tuple[dict, list[LocalFolder]]:
@@ -167,16 +164,15 @@ def update_flags(client: imapclient.IMAPClient, pairs: Sequence[tuple[Sidecar, R
                  problems: list[str], target: str) -> int:
     """The exported flags set on the (selected) target's copies that differ: a
     re-import after a fresh export carries what the user changed on the source
-    since the last import. ``\\Recent`` is the server's own; returns how many
-    changed; a STORE the target refuses is added to ``problems``."""
+    since the last import (both sides as `clean_flags` spells them, so no
+    ``\\Recent``); returns how many changed; a STORE the target refuses is added to ``problems``."""
     if not pairs:
         return 0
-    current: dict[int, tuple[str, ...]] = {}
-    for part in chunked(sorted(m.uid for _, m in pairs), FLAG_FETCH_BATCH):  # imapclient's fetch takes ints
-        current.update((uid, _flag_set(d.get(b"FLAGS", ()))) for uid, d in client.fetch(part, ["FLAGS"]).items())
+    current = {uid: clean_flags(item.get(b"FLAGS", ()))
+               for uid, item in fetch_meta(client, [m.uid for _, m in pairs], "(UID FLAGS)").items()}
     wanted: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for side, msg in pairs:
-        want = _flag_set(side.flags)
+        want = clean_flags(side.flags)
         if msg.uid in current and want != current[msg.uid]:
             wanted[want].append(msg.uid)
     changed = 0
@@ -191,11 +187,6 @@ def update_flags(client: imapclient.IMAPClient, pairs: Sequence[tuple[Sidecar, R
                 continue
             changed += len(parse_uid_set(uid_set.encode()))
     return changed
-
-
-def _flag_set(flags: Sequence[str | bytes]) -> tuple[str, ...]:
-    names = (f.decode("utf-8", "replace") if isinstance(f, bytes) else f for f in flags)
-    return tuple(sorted(f for f in names if f.lower() != "\\recent"))
 
 
 def append_all(client: imapclient.IMAPClient, target: str, items: Sequence[tuple[Path, Sidecar]],
