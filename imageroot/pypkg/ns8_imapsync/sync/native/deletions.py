@@ -46,11 +46,11 @@ class DeletionSteps(RunBase):
         the old server meanwhile) is kept until the next run has carried the change to
         its copy. In inbox mode the engine's own \\Seen is not a change."""
         ignore = {DELETED} | ({SEEN} if self.inbox else set())
-        keep = [w for w in wanted if set(w.flags) - ignore != set(entries[w.uid].flags) - ignore]
-        if keep:
-            self.log(f"folder {job.folder.name}: {len(keep)} message(s) kept on the remote server: their flags "
-                     "changed there during the run; the next run copies the change, then deletes them")
-        return [w for w in wanted if w not in keep]
+        same = [w for w in wanted if set(w.flags) - ignore == set(entries[w.uid].flags) - ignore]
+        if len(same) < len(wanted):
+            self.log(f"folder {job.folder.name}: {len(wanted) - len(same)} message(s) kept on the remote server: "
+                     "their flags changed there during the run; the next run copies the change, then deletes them")
+        return same
 
     def _local_folders(self) -> list[Folder]:
         """host2's folders now (Sieve may have created some during the run), listed once."""
