@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -40,12 +39,13 @@ from localnode.imap_pair import LOCAL_OF, REMOTE_OF, Pair, running_pair
 from ns8_imapsync.imap.connection import Endpoint
 
 from reliability import comparator as cmp
+from reliability import resultsfile
 from reliability.deletionwatch import DeletionWatch
 from reliability.engines import Task
 
 PAIR_PORT_BASE = int(os.environ.get("RELIABILITY_PAIR_PORT_BASE", "31500"))
 NO_UIDPLUS_PORT_BASE = int(os.environ.get("RELIABILITY_NO_UIDPLUS_PORT_BASE", "28300"))
-OUTPUTS = Path(__file__).resolve().parents[1] / "outputs" / "reliability"
+OUTPUTS = resultsfile.OUTPUT_DIR
 RECENT = datetime.now(UTC) - timedelta(hours=2)
 OLDER_DAYS = 10  # delete_remote_older in the "older" variant: the corpus is years old, RECENT is not
 DELETIONS = {"off": {}, "remote": {"delete_remote": True},
@@ -398,18 +398,11 @@ def write_results(section: str, cases: list[dict], known: dict[str, set[str]] | 
 
     merged = [c for c in old if c.get("id") not in fresh and exists(c)] + cases
     doc = {"section": section, "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-           "machine": machine(), "cases": sorted(merged, key=lambda c: c["id"])}
+           "machine": resultsfile.machine(), "cases": sorted(merged, key=lambda c: c["id"])}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path
-
-
-def machine() -> dict:
-    mem = 0
-    with contextlib.suppress(OSError, StopIteration, ValueError):
-        mem = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal:")).split()[1]) // 1024
-    return {"host": platform.node(), "cpus": os.cpu_count(), "memory_mb": mem, "python": platform.python_version()}
 
 
 # ---- small file systems -----------------------------------------------------------
