@@ -330,6 +330,59 @@ def test_still_listed_and_listing_without_esearch(proxy, pair, folder) -> None:
         close_quietly(client)
 
 
+# ---- malformed responses: one message, not its batch ------------------------------------------
+
+MALFORMED_SHAPES = {
+    "unterminated-string": None,  # the proxy's default
+    "unbalanced-parens": b"* 1 FETCH (UID %d FLAGS (\\Seen BODY[] NIL\r\n",
+    "bad-literal-size": b"* 1 FETCH (UID %d BODY[] {notanumber}\r\n",
+}
+
+
+@pytest.mark.parametrize("shape", list(MALFORMED_SHAPES))
+def test_a_malformed_response_costs_its_message_only(proxy, session, folder, shape) -> None:
+    """Every read that takes refusals leaves the broken message out, names it, and
+    returns the rest of the batch; the session goes on."""
+    victim = folder["s2"]
+    raw = MALFORMED_SHAPES[shape]
+    smalls = [folder[t] for t in ("s1", "s2", "s3", "s4")]
+    sizes = sizes_of(session, smalls)
+    expected = fetch_bodies(session, smalls)
+    exists = session.select_folder("INBOX", readonly=True)[b"EXISTS"]
+    proxy.malform(victim, None if raw is None else raw % victim)
+    listing = folder_listing(session, exists)
+    assert not listing.complete and listing.missing == {victim}
+    assert set(listing.malformed) == {victim} and f"UID {victim}:" in listing.unlisted()
+    assert set(listing.flags) == set(folder.values()) - {victim}
+    refused: dict[int, str] = {}
+    got = fetch_bodies(session, smalls, sizes=sizes, refused=refused)
+    assert got == {u: b for u, b in expected.items() if u != victim}
+    assert list(refused) == [victim] and "could not be parsed" in refused[victim]
+    with pytest.raises(imaplib.IMAP4.error):
+        uid_fetch(session, "1:*", "(UID FLAGS)")  # a caller that takes no refusals still fails loudly
+    proxy.clear()
+    assert_usable(session, victim)
+
+
+def test_a_malformed_chunk_is_an_unreadable_message(proxy, session, folder) -> None:
+    big = folder["big"]
+    size = sizes_of(session, [big])[big]
+    proxy.malform(big)
+    with pytest.raises(UnreadableMessage, match="could not be parsed"):
+        read_chunks(session, big, lambda _d: None, LIMITS.chunk_size, size=size)
+    proxy.clear()
+    assert_usable(session, big)
+
+
+def test_a_malformed_response_that_names_no_uid_fails_the_batch(proxy, session, folder) -> None:
+    """Without its UID the broken response cannot be told from the others: nothing is guessed."""
+    proxy.rewrite(lambda u: Unit([b"* 1 FETCH (FLAGS (\\Seen "]) if re.match(rb"\* \d+ FETCH \(", u.texts[0]) else u)
+    with pytest.raises(imaplib.IMAP4.error):
+        folder_listing(session, len(folder))
+    proxy.clear()
+    assert_usable(session, folder["s1"])
+
+
 # ---- APPEND without UIDPLUS --------------------------------------------------------------------
 
 def test_append_without_appenduid_is_stored_and_found_by_identity(pair: Pair) -> None:

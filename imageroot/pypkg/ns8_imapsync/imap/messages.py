@@ -24,8 +24,8 @@ from typing import IO
 import imapclient
 from imapclient import imap_utf7
 from imapclient.datetime_util import datetime_to_INTERNALDATE
-from imapclient.response_parser import parse_fetch_response
 
+from .fetchparse import parse as parse_fetch
 from .wire import RefusedLiteral, aborted_by_limit, strip_refused
 
 UID_SET_MAX = 4000  # characters of one UID set on a command line
@@ -100,7 +100,7 @@ def clean_flags(flags: Iterable[bytes | str]) -> tuple[str, ...]:
 
 def uid_fetch(
     client: imapclient.IMAPClient, uidset: str, items: str, modifiers: str | None = None, *,
-    refused: dict[int, RefusedLiteral] | None = None,
+    refused: dict[int, RefusedLiteral] | None = None, malformed: dict[int, str] | None = None,
 ) -> dict[int, dict]:
     """``UID FETCH uidset items [modifiers]`` keyed by UID.
 
@@ -108,7 +108,9 @@ def uid_fetch(
     compact set; unsolicited FETCH data without a UID is dropped.  A literal the
     wire refused (see :mod:`.wire`) is parsed as ``None`` and, with ``refused``,
     recorded there under its message's UID; one above the drain cap raises
-    :class:`.wire.LiteralTooLarge` (the session is closed).
+    :class:`.wire.LiteralTooLarge` (the session is closed).  With ``malformed``, a
+    response that cannot be parsed is left out and its UID recorded there with a
+    reason (see :mod:`.fetchparse`); without it, the parse error is raised.
     """
     args = [uidset, items] + ([modifiers] if modifiers else [])
     try:
@@ -121,7 +123,7 @@ def uid_fetch(
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {as_text((data or [b''])[0] or b'')}")
     records, refused_by_seq = strip_refused([d for d in data if d is not None])
-    parsed = parse_fetch_response(records, client.normalise_times, False)
+    parsed = parse_fetch(records, client.normalise_times, malformed)
     out: dict[int, dict] = {}
     for seq, item in parsed.items():
         uid = item.get(b"UID")

@@ -89,11 +89,22 @@ class Listing:
     ``missing``: UIDs the server has (``UID SEARCH ALL``) whose entry (UID and
     FLAGS) did not come, even when asked again; ``complete`` is False then, and
     nothing may be deleted in the folder on the strength of this listing.
+    ``malformed``: those of them whose entry came but could not be parsed, with
+    the reason (a caller names them: they are the messages it cannot copy).
     """
 
     flags: dict[int, tuple[str, ...]]
     complete: bool = True
     missing: set[int] = field(default_factory=set)
+    malformed: dict[int, str] = field(default_factory=dict)
+
+    def unlisted(self) -> str:
+        """The missing entries in words, the unparseable ones by UID (a few)."""
+        if not self.malformed:
+            return ""
+        uids = sorted(self.malformed)
+        shown = ", ".join(map(str, uids[:5])) + (f" and {len(uids) - 5} more" if len(uids) > 5 else "")
+        return f"; message UID {shown}: {self.malformed[uids[0]]}"
 
 
 class UnreadableMessage(Exception):
@@ -136,21 +147,36 @@ def _oversize(announced: int, sent: int) -> str:
             f"(more than the {size_bound(announced)} accepted); not read")
 
 
+def _or_raise(refused: dict[int, str] | None, malformed: dict[int, str]) -> dict[int, str] | None:
+    """Where unparseable responses go: nowhere (the parse error is raised) for a
+    caller that takes no refusals."""
+    return malformed if refused is not None else None
+
+
+def _note(refused: dict[int, str] | None, malformed: dict[int, str]) -> None:
+    if refused is not None:
+        refused.update(malformed)
+
+
 def fetch_meta(client: imapclient.IMAPClient, uids: Sequence[int], items: str,
                count: Count = _nothing, *, literal_max: int | None = None,
                refused: dict[int, str] | None = None) -> dict[int, dict]:
     """FETCH ``items`` in batches.  With ``literal_max``, a message whose reply carries
-    a longer literal (a header block, say) is left out and put in ``refused``."""
+    a longer literal (a header block, say) is left out and put in ``refused``; so is,
+    with ``refused``, a message whose response cannot be parsed."""
     out: dict[int, dict] = {}
     for batch in chunked(sorted(uids), META_BATCH):
         for uidset in uid_sets(batch):
             count("fetch_meta")
+            malformed: dict[int, str] = {}
             if literal_max is None:
-                out.update(uid_fetch(client, uidset, items))
+                out.update(uid_fetch(client, uidset, items, malformed=_or_raise(refused, malformed)))
+                _note(refused, malformed)
                 continue
             drained: dict[int, wire.RefusedLiteral] = {}
             with wire.literal_limit(client, literal_max):
-                got = uid_fetch(client, uidset, items, refused=drained)
+                got = uid_fetch(client, uidset, items, refused=drained, malformed=_or_raise(refused, malformed))
+            _note(refused, malformed)
             for uid, lit in drained.items():
                 got.pop(uid, None)
                 if refused is not None:
@@ -208,8 +234,10 @@ def _bounded_bodies(client: imapclient.IMAPClient, uidset: str, sizes: dict[int,
                     refused: dict[int, str]) -> dict[int, bytes]:
     bounds = {u: size_bound(sizes[u]) for u in parse_uid_set(uidset.encode())}
     drained: dict[int, wire.RefusedLiteral] = {}
+    malformed: dict[int, str] = {}
     with wire.literal_limit(client, max(bounds.values()), per_uid=bounds):
-        items = uid_fetch(client, uidset, "(UID BODY.PEEK[])", refused=drained)
+        items = uid_fetch(client, uidset, "(UID BODY.PEEK[])", refused=drained, malformed=malformed)
+    refused.update({u: r for u, r in malformed.items() if u in bounds})
     out: dict[int, bytes] = {}
     for uid, item in items.items():
         if uid not in bounds:
@@ -263,8 +291,12 @@ def read_chunks(client: imapclient.IMAPClient, uid: int, sink: Callable[[bytes],
 def _read_chunk(client: imapclient.IMAPClient, uid: int, offset: int, chunk_size: int) -> bytes | None:
     """``BODY[]<offset.chunk_size>`` of one message, checked; None if the message is gone."""
     drained: dict[int, wire.RefusedLiteral] = {}
+    malformed: dict[int, str] = {}
     with wire.literal_limit(client, chunk_size):
-        got = uid_fetch(client, str(uid), f"(UID BODY.PEEK[]<{offset}.{chunk_size}>)", refused=drained).get(uid)
+        got = uid_fetch(client, str(uid), f"(UID BODY.PEEK[]<{offset}.{chunk_size}>)", refused=drained,
+                        malformed=malformed).get(uid)
+    if uid in malformed:
+        raise UnreadableMessage(uid, malformed[uid])
     if got is None:
         return None
     if uid in drained:
@@ -359,18 +391,20 @@ def folder_listing(client: imapclient.IMAPClient, exists: int) -> Listing:
     for once more (mail delivered meanwhile is then listed) and, still missing,
     make the listing incomplete.
     """
-    items = uid_fetch(client, "1:*", "(UID FLAGS)") if exists else {}
+    malformed: dict[int, str] = {}
+    items = uid_fetch(client, "1:*", "(UID FLAGS)", malformed=malformed) if exists else {}
     flags = {uid: clean_flags(item[b"FLAGS"]) for uid, item in items.items() if b"FLAGS" in item}
     missing = set(items) - set(flags)
-    if len(items) == exists and not missing:
+    if len(items) == exists and not missing and not malformed:
         return Listing(flags)
     missing |= uid_search_all(client) - set(items)
+    malformed.clear()  # asked again below: only those still unparseable count
     for uidset in uid_sets(missing):
-        for uid, item in uid_fetch(client, uidset, "(UID FLAGS)").items():
+        for uid, item in uid_fetch(client, uidset, "(UID FLAGS)", malformed=malformed).items():
             if uid in missing and b"FLAGS" in item:
                 flags[uid] = clean_flags(item[b"FLAGS"])
                 missing.discard(uid)
-    return Listing(flags, not missing, missing)
+    return Listing(flags, not missing, missing, {u: r for u, r in malformed.items() if u in missing})
 
 
 def changes_since(client: imapclient.IMAPClient, modseq: int) -> tuple[dict[int, tuple[str, ...]], set[int]] | None:
@@ -380,7 +414,10 @@ def changes_since(client: imapclient.IMAPClient, modseq: int) -> tuple[dict[int,
     folder where a few messages changed costs those few, not a listing of all."""
     imap = client._imap
     imap.untagged_responses.pop("VANISHED", None)  # left by earlier commands (EXPUNGE replies)
-    items = uid_fetch(client, "1:*", "(UID FLAGS)", f"(CHANGEDSINCE {modseq} VANISHED)")
+    malformed: dict[int, str] = {}
+    items = uid_fetch(client, "1:*", "(UID FLAGS)", f"(CHANGEDSINCE {modseq} VANISHED)", malformed=malformed)
+    if malformed:
+        return None  # a full listing names them
     vanished: set[int] = set()
     for line in imap.untagged_responses.pop("VANISHED", []):
         text = bytes(line).strip()

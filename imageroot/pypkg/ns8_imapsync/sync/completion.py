@@ -116,7 +116,7 @@ def _remote_messages(c1: imapclient.IMAPClient, pair: FolderPair, inbox: bool, l
         if not listing.complete:
             unlisted = listing.missing
             done.errors.append(f"folder {pair.folder.name}: the remote server listed {len(listing.flags)} of "
-                               f"the {len(listing.flags) + len(listing.missing)} messages it has")
+                               f"the {len(listing.flags) + len(listing.missing)} messages it has{listing.unlisted()}")
         uids = sorted(listing.flags)
     found = describe_remote(c1, pair.folder.name, uids, limits)
     done.errors.extend(found.errors)

@@ -56,9 +56,11 @@ class PlacingSteps(RunBase):
             # same UIDs as at the last complete sync: only flags changed
             self.stats["h1.fetch_changed"] += 1
             flags = {uid: e.flags for uid, e in fs.entries.items()}
-            changed = uid_fetch(self.c1, "1:*", "(UID FLAGS)", f"(CHANGEDSINCE {prev.modseq})")
-            flags.update({uid: clean_flags(item.get(b"FLAGS", ())) for uid, item in changed.items()})
-            return reads.Listing(flags, True, set())
+            malformed: dict[int, str] = {}
+            changed = uid_fetch(self.c1, "1:*", "(UID FLAGS)", f"(CHANGEDSINCE {prev.modseq})", malformed=malformed)
+            if not malformed:  # else a full listing, below, names them
+                flags.update({uid: clean_flags(item.get(b"FLAGS", ())) for uid, item in changed.items()})
+                return reads.Listing(flags, True, set())
         if (self.qresync and not self.inbox and prev is not None and prev.modseq and snap1.modseq
                 and prev.uidvalidity == snap1.uidvalidity and len(fs.entries) == prev.messages):
             changes = self._h1_changes(fs, prev.modseq, snap1)
@@ -70,7 +72,7 @@ class PlacingSteps(RunBase):
             self.no_deletions.add(job.target)
             self.error(f"folder {job.folder.name}: the remote server listed {len(listing.flags)} of the "
                        f"{len(listing.flags) + len(listing.missing)} messages it has; nothing of this folder "
-                       "is deleted in this run, and it is checked again next run")
+                       f"is deleted in this run, and it is checked again next run{listing.unlisted()}")
         return listing
 
     def _h1_changes(self, fs: ss.FolderState, modseq: int, snap1: ss.FolderCounters) -> reads.Listing | None:
