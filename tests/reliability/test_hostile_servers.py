@@ -126,24 +126,6 @@ MALFORMED = {
 }
 
 
-INFLATED_ACCEPTED = ("imapsync engine: a message sent far larger than its RFC822.SIZE is copied as sent (40 MB "
-                     "of garbage appended, imapsync's RSS ~400 MB) and the run succeeds; delete_remote keeps the "
-                     "original (the copy's size differs), but the README's bounded-reads guarantee does not hold "
-                     "for this engine")
-
-
-def defect(reason: str, *engines: str) -> list:
-    """ENGINES with a strict xfail on the engines that show ``reason``."""
-    out = []
-    for p in ENGINES:
-        name = p if isinstance(p, str) else p.values[0]
-        marks = [] if isinstance(p, str) else list(p.marks)
-        if name in engines:
-            marks.append(pytest.mark.xfail(strict=True, reason=f"defect: {reason}"))
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
-
-
 @pytest.mark.parametrize("shape", list(MALFORMED))
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_malformed_fetch_response(hostile: Hostile, shape: str) -> None:
@@ -159,7 +141,7 @@ def test_a_malformed_fetch_response(hostile: Hostile, shape: str) -> None:
     hostile.record.detail = f"run: {run.error_class}; errors: {run.errors[:2]}"
 
 
-@pytest.mark.parametrize("engine", defect(INFLATED_ACCEPTED, "imapsync"))
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_literal_far_larger_than_its_rfc822_size(hostile: Hostile) -> None:
     hostile.boxes.fill(seed=42)
     uid = hostile.put("INBOX", message("inflated-victim"))

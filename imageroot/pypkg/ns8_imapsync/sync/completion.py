@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import imaplib
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,10 +29,11 @@ from pathlib import Path
 import imapclient
 
 from ns8_imapsync.imap import reads
+from ns8_imapsync.imap.expunge import expunge_uids
 from ns8_imapsync.imap.folders import select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import uid_search_all
-from ns8_imapsync.sync import folderpairs
+from ns8_imapsync.sync import copycheck, folderpairs
 from ns8_imapsync.sync.folderpairs import FolderPair
 from ns8_imapsync.sync.imapsync_output import CopiedMessage
 from ns8_imapsync.sync.plan import SyncPlan
@@ -50,6 +50,7 @@ class Completion:
     appended: list[CopiedMessage] = field(default_factory=list)  # the Sieve step filters INBOX ones
     copied_bytes: int = 0
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was put right, for the run's log
     incomplete: set[str] = field(default_factory=set)  # remote folders (raw) with a problem: no deletion there
     pairs: list[FolderPair] = field(default_factory=list)
 
@@ -87,19 +88,40 @@ def _complete_folder(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, pair:
         c2.create_folder(pair.target)  # imapsync could not create it: our copies need it
         existing.add(pair.target)
     c2.select_folder(pair.target)
-    missing = _missing(c2, sources, limits, dated=inbox)
+    matching = copycheck.match(sources, _local_copies(c2, sources, limits, inbox), _key_of(inbox))
+    bad = copycheck.damaged(c1, c2, matching.suspects, limits)
+    missing = matching.missing + [d.source for d in bad]
     copier = Copier(c1, c2, limits, Path(plan.workdir), stop=stop)
-    placed = gone = 0
+    placed: set[int] = set()
+    gone: set[int] = set()
     flags_of = (lambda m: [f for f in m.flags if f != DELETED]) if inbox else (lambda m: list(m.flags))
     for outcome in copier.batches(pair.folder.name, pair.target, missing, flags_of):
         for p in outcome.placed:
             done.appended.append(CopiedMessage(pair.folder.raw_text, p.msg.uid, p.msg.size, pair.target, p.uid))
             done.copied_bytes += p.msg.size
-            placed += 1
-        gone += len(outcome.gone)
+            placed.add(p.msg.uid)
+        gone.update(outcome.gone)
     done.errors.extend(copier.errors)
-    listed = len(sources) + trouble - gone
-    done.tallies.append(FolderTally(pair.folder.name, listed, len(sources) - len(missing) + placed))
+    _remove_damaged(c2, pair, bad, placed, gone, done)
+    listed = len(sources) + trouble - len(gone)
+    done.tallies.append(FolderTally(pair.folder.name, listed, len(sources) - len(missing) + len(placed)))
+
+
+def _remove_damaged(c2: imapclient.IMAPClient, pair: FolderPair, bad: Sequence[copycheck.Damaged],
+                    placed: set[int], gone: set[int], done: Completion) -> None:
+    """Remove the damaged local copies whose message is now copied again, and those
+    that cannot be their message (see :mod:`.copycheck`) while the remote one exists."""
+    doomed = [d for d in bad if d.source.uid in placed or (d.impossible and d.source.uid not in gone)]
+    if not doomed:
+        return
+    removed = expunge_uids(c2, [d.copy.uid for d in doomed])
+    for d in doomed:
+        again = "copied again" if d.source.uid in placed else "not copied (see above)"
+        what = "removed" if removed else "marked \\Deleted (other messages of the folder are marked too)"
+        line = (f"folder {pair.folder.name}: message UID {d.source.uid}: the local copy (UID {d.copy.uid}, "
+                f"{d.copy.size} bytes) is not the remote message ({d.source.size} bytes): {again}, the "
+                f"damaged copy {what}")
+        (done.notes if d.source.uid in placed else done.errors).append(line)
 
 
 def _remote_messages(c1: imapclient.IMAPClient, pair: FolderPair, inbox: bool, limits: reads.Limits,
@@ -123,53 +145,44 @@ def _remote_messages(c1: imapclient.IMAPClient, pair: FolderPair, inbox: bool, l
     return found.sources, len(found.errors) + len(unlisted)
 
 
-def _missing(c2: imapclient.IMAPClient, sources: Sequence[Source], limits: reads.Limits,
-             dated: bool) -> list[Source]:
-    """The remote messages without a local counterpart in the selected folder (multiset).
+def _key_of(dated: bool) -> Callable[[Source], tuple]:
+    """How a remote message is matched with its local copies (see :func:`_local_copies`).
 
     ``dated`` (inbox mode) also matches the INTERNALDATE, which every copy
     keeps: the local INBOX holds copies of remote messages already delivered
-    (now seen, so not among ``sources``), and one of them must not pass for an
+    (now seen, so not among the sources), and one of them must not pass for an
     unseen twin delivered at another moment."""
-    if not sources:
-        return []
-    pool: dict[tuple, int] = defaultdict(int)
-    for key in _local_keys(c2, sources, limits, dated):
-        pool[key] += 1
-    out = []
-    for src in sorted(sources, key=lambda s: s.uid):
-        key = (src.key, _stamp(src.date) if dated else None)
-        if pool[key] > 0:
-            pool[key] -= 1
-        else:
-            out.append(src)
-    return out
+    return lambda src: (src.key, _stamp(src.date) if dated else None)
 
 
 def _stamp(when: object) -> int | None:
     return int(when.timestamp()) if isinstance(when, datetime) else None
 
 
-def _local_keys(c2: imapclient.IMAPClient, sources: Sequence[Source], limits: reads.Limits,
-                dated: bool) -> list[tuple]:
-    """(identity, INTERNALDATE or None) of the selected local folder's messages.
+def _local_copies(c2: imapclient.IMAPClient, sources: Sequence[Source], limits: reads.Limits,
+                  dated: bool) -> list[copycheck.LocalCopy]:
+    """The selected local folder's messages keyed by (identity, INTERNALDATE or None).
 
     Content hashes (downloads) are computed only for local messages without
     either header, and only when some remote message has no header either."""
     uids = sorted(uid_search_all(c2))
-    if not uids:
+    if not uids or not sources:
         return []
     meta = reads.fetch_meta(c2, uids, f"(UID RFC822.SIZE INTERNALDATE {HEADER_FETCH.decode()})")
-    out: list[tuple] = []
+    out: list[copycheck.LocalCopy] = []
     keyless: dict[int, int] = {}
+
+    def copy(uid: int, identity: str) -> copycheck.LocalCopy:
+        stamp = _stamp(meta[uid].get(b"INTERNALDATE")) if dated else None
+        return copycheck.LocalCopy(uid, int(meta[uid].get(b"RFC822.SIZE", 0)), (identity, stamp))
+
     for uid, item in meta.items():
         header = header_from_fetch(item)
         signature = header_signature(header) if header is not None else None
         if signature:
-            out.append((signature, _stamp(item.get(b"INTERNALDATE")) if dated else None))
+            out.append(copy(uid, signature))
         else:
             keyless[uid] = int(item.get(b"RFC822.SIZE", 0))
     if keyless and any(s.key.startswith("sha256:") for s in sources):
-        for uid, key in reads.content_keys(c2, keyless, limits).items():
-            out.append((key, _stamp(meta[uid].get(b"INTERNALDATE")) if dated else None))
+        out += [copy(uid, key) for uid, key in reads.content_keys(c2, keyless, limits).items()]
     return out

@@ -16,6 +16,7 @@ INTERNALDATE is more than N days old are considered.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -24,12 +25,13 @@ import imapclient
 
 from ns8_imapsync.imap import reads
 from ns8_imapsync.imap.expunge import expunge_uids
-from ns8_imapsync.imap.folders import Folder, always_excluded
+from ns8_imapsync.imap.folders import Folder, always_excluded, select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import clean_flags
-from ns8_imapsync.sync.locate import Wanted, locate
+from ns8_imapsync.sync.locate import Located, Wanted, locate
 
 Log = Callable[[str], object]
+DELETED_FLAG = "\\Deleted"
 
 
 @dataclass
@@ -90,17 +92,23 @@ def remote_wanted(client: imapclient.IMAPClient, uids: Sequence[int], limits: re
 
 def delete_verified(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, folder: Folder,
                     wanted: Sequence[Wanted], places: Sequence[str], limits: reads.Limits,
-                    log: Log) -> Deletion:
+                    log: Log, *, same_flags: bool = False) -> Deletion:
     """Expunge on the remote (``c1``, with ``folder`` selected read-write) each
     wanted message whose copy is found on the local server (``c2``) now.
 
-    ``c2``'s selection is changed by the search; the caller selects again."""
+    ``same_flags``: a copy proves its original only while both have the same
+    flags.  Why: an engine that keeps no state of the flags it synced (imapsync)
+    cannot tell a flag the user set on the remote after the copy was made;
+    deleting that original would lose the change, so it stays until a later
+    run has carried it.  ``c2``'s selection is changed by the search; the
+    caller selects again."""
     outcome = Deletion()
     if not wanted:
         return outcome
     located = locate(c2, wanted, places, limits)
-    proven = sorted(located)
-    outcome.kept = len(wanted) - len(proven)
+    changed = _flags_differ(c2, wanted, located) if same_flags else set()
+    proven = sorted(set(located) - changed)
+    outcome.kept = len(wanted) - len(proven) - len(changed)
     if proven:
         if expunge_uids(c1, proven):
             outcome.deleted = len(proven)
@@ -114,4 +122,25 @@ def delete_verified(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, folder
     if outcome.kept:
         log(f"folder {folder.name}: {outcome.kept} message(s) kept on the remote server: no copy of them "
             "is on the local server now (discarded by the Sieve script, or deleted locally)")
+    if changed:
+        log(f"folder {folder.name}: {len(changed)} message(s) kept on the remote server: their flags differ "
+            "from their local copy's (changed during the run?); a later run carries them, then deletes")
     return outcome
+
+
+def _flags_differ(c2: imapclient.IMAPClient, wanted: Sequence[Wanted], located: dict[int, Located]) -> set[int]:
+    """The remote UIDs whose located local copy has other flags than the remote message
+    (``\\Deleted`` aside: a copy marked so was never located)."""
+    flags = {w.uid: w.flags for w in wanted}
+    by_folder: dict[str, dict[int, int]] = defaultdict(dict)
+    for remote_uid, spot in located.items():
+        by_folder[spot.folder][spot.uid] = remote_uid
+    out: set[int] = set()
+    for name, copies in by_folder.items():
+        select_folder(c2, name, readonly=True)
+        meta = reads.fetch_meta(c2, sorted(copies), "(UID FLAGS)")
+        for local_uid, remote_uid in copies.items():
+            local = clean_flags(meta.get(local_uid, {}).get(b"FLAGS", ()))
+            if set(local) - {DELETED_FLAG} != set(flags[remote_uid]) - {DELETED_FLAG}:
+                out.add(remote_uid)
+    return out

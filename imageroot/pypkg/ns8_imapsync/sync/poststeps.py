@@ -225,6 +225,8 @@ def _unseen_inbox(s: Sessions) -> set[int]:
 
 
 def _record_completion(report: RunReport, done: completion.Completion, log: Log) -> None:
+    for line in done.notes:
+        log(f"completion: {line}")
     for line in done.errors:
         log(f"ERROR {line}")
     report.errors.extend(done.errors)
@@ -332,6 +334,9 @@ def delete_remote_verified(s: Sessions, plan: SyncPlan, done: completion.Complet
     message it could not read) are left alone for this run."""
     limits = limits_of(plan)
     local = list_folders(s.c2) if plan.sieve_enabled else []
+    # imapsync carries remote flags to the copies of folder mode; a Sieve script may
+    # set its own flags, and in inbox mode the user reads the copies: no comparison
+    carries_flags = plan.folder_mode != "inbox" and not plan.sieve_enabled
     total = 0
     for pair in done.pairs:
         if pair.folder.raw_text in done.incomplete:
@@ -343,6 +348,7 @@ def delete_remote_verified(s: Sessions, plan: SyncPlan, done: completion.Complet
             uids = uids & deletion.older_than(s.c1, plan.delete_remote_older)
         wanted = deletion.remote_wanted(s.c1, sorted(uids), limits)
         places = deletion.places_for(pair.target, local, plan.sieve_enabled)
-        total += deletion.delete_verified(s.c1, s.c2, pair.folder, wanted, places, limits, log).deleted
+        total += deletion.delete_verified(s.c1, s.c2, pair.folder, wanted, places, limits, log,
+                                          same_flags=carries_flags).deleted
     report.deleted_host1 += total
     return total
