@@ -348,6 +348,17 @@ def test_run_with_granted_role_returns_decoded_result(rdb, redis_server):
     assert task["timestamp"].endswith("Z")
 
 
+def test_run_refuses_a_worker_thread_as_ns8s_agent_does(rdb, redis_server):
+    """NS8's agent.tasks installs a SIGTERM handler with loop.add_signal_handler: outside
+    the main thread that raises ValueError before anything is sent."""
+    import concurrent.futures
+    _grant(rdb, "module/imapsync1", "module/mail1", "owner", "*")
+    with FakeAgent(redis_server, "module/mail1") as fake, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with pytest.raises(ValueError, match="main thread"):
+            pool.submit(agent.tasks.run, "module/mail1", "list-user-mailboxes").result()
+    assert fake.tasks == []
+
+
 def test_run_returns_raw_output_and_failures(rdb, redis_server):
     _grant(rdb, "module/imapsync1", "module/mail1", "owner", "*")
     with FakeAgent(redis_server, "module/mail1", answer=lambda t: ("not json\n", "boom\n", 2)):

@@ -16,12 +16,14 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-
-import jsonschema
+from typing import TYPE_CHECKING
 
 from ns8_imapsync import ns8
 from ns8_imapsync.statedir import StateDir
 from ns8_imapsync.task import Task, TaskError, validate_password
+
+if TYPE_CHECKING:
+    import jsonschema
 
 #: imageroot/actions: the package sits in imageroot/pypkg, on NS8 as in this repository
 ACTIONS_DIR = Path(__file__).resolve().parents[2] / "actions"
@@ -43,7 +45,12 @@ def _hostname(value: object) -> bool:
 
 @lru_cache(maxsize=8)
 def validator(action: str, kind: str = "input") -> jsonschema.Draft7Validator:
-    """An action's schema with the formats the agent checks, as the agent applies it."""
+    """An action's schema with the formats the agent checks, as the agent applies it.
+
+    jsonschema is imported here, not with the module: list-tasks, which only
+    lists, would pay ~0.1 s for it on every call the UI makes."""
+    import jsonschema
+
     checker = jsonschema.FormatChecker(formats=())
     checker.checks("hostname")(_hostname)
     return jsonschema.Draft7Validator(json.loads(schema_path(action, kind).read_text()), format_checker=checker)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from ns8_imapsync import container, errors, ns8, runstate, schedule
 from ns8_imapsync.errors import VALIDATION_FAILED
@@ -167,8 +168,21 @@ def for_all_tasks(verb: str) -> dict:
 
 
 def list_tasks() -> dict:
-    mailboxes, reason = enabled_mailboxes()
-    state = StateDir()
+    """Every task with its last run.  The tasks' files are read in a thread while
+    the main thread asks the mail module for its mailboxes (an agent round trip,
+    mostly waiting), so the two overlap instead of adding up; that way round, as
+    NS8's agent.tasks installs a signal handler, which only the main thread may."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(_task_properties, StateDir())
+        mailboxes, reason = enabled_mailboxes()
+        props = reading.result()
+    result: dict = {"enabled_mailboxes": mailboxes, "user_properties": props}
+    if reason:
+        result["reason"] = reason
+    return result
+
+
+def _task_properties(state: StateDir) -> list[dict]:
     props = []
     for task in state.tasks():
         item = task.to_api()
@@ -190,10 +204,7 @@ def list_tasks() -> dict:
             "has_log": state.files(task.name).log.exists(),
         })
         props.append(item)
-    result: dict = {"enabled_mailboxes": mailboxes, "user_properties": props}
-    if reason:
-        result["reason"] = reason
-    return result
+    return props
 
 
 def get_log(request: dict) -> dict:

@@ -228,9 +228,13 @@ def _runp(tasks: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
 
 
 def _install_sigterm(cancels: _CancelRegistry) -> Any:
-    """On SIGTERM, ask the agents to cancel our sub-tasks (as NS8 does) and keep waiting for them."""
+    """On SIGTERM, ask the agents to cancel our sub-tasks (as NS8 does) and keep waiting for them.
+
+    NS8's agent installs it with ``loop.add_signal_handler``, which raises outside
+    the main thread: so does this stand-in, or a module calling another module
+    from a worker thread would pass here and fail on a real node."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        raise ValueError("set_wakeup_fd only works in main thread of the main interpreter")
 
     def handler(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM terminates us
@@ -240,7 +244,7 @@ def _install_sigterm(cancels: _CancelRegistry) -> Any:
 
 
 def _restore_sigterm(previous: Any) -> None:
-    if previous is not None and threading.current_thread() is threading.main_thread():
+    if previous is not None:
         signal.signal(signal.SIGTERM, previous)
 
 
