@@ -19,6 +19,7 @@ import imaplib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import IO
 
 import imapclient
@@ -85,7 +86,16 @@ def chunked(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def clean_flags(flags: Iterable[bytes | str]) -> tuple[str, ...]:
     """host1 flags as we copy them: system flags spelled canonically, valid keywords,
-    no ``\\Recent`` (set by the server) and no unknown ``\\`` flags; sorted."""
+    no ``\\Recent`` (set by the server) and no unknown ``\\`` flags; sorted.
+
+    The same flags give the same tuple object: a folder of 100,000 messages has
+    a few dozen distinct flag sets, and the listings and states that hold one per
+    message then share them instead of holding 100,000 tuples of new strings."""
+    return _clean_flags(tuple(flags))
+
+
+@lru_cache(maxsize=4096)
+def _clean_flags(flags: tuple[bytes | str, ...]) -> tuple[str, ...]:
     out: set[str] = set()
     for raw in flags:
         flag = as_text(raw)

@@ -161,17 +161,30 @@ def _note(refused: dict[int, str] | None, malformed: dict[int, str]) -> None:
 def fetch_meta(client: imapclient.IMAPClient, uids: Sequence[int], items: str,
                count: Count = _nothing, *, literal_max: int | None = None,
                refused: dict[int, str] | None = None) -> dict[int, dict]:
-    """FETCH ``items`` in batches.  With ``literal_max``, a message whose reply carries
-    a longer literal (a header block, say) is left out and put in ``refused``; so is,
-    with ``refused``, a message whose response cannot be parsed."""
+    """FETCH ``items`` in batches (see :func:`meta_batches`), merged."""
     out: dict[int, dict] = {}
+    for got in meta_batches(client, uids, items, count, literal_max=literal_max, refused=refused):
+        out.update(got)
+    return out
+
+
+def meta_batches(client: imapclient.IMAPClient, uids: Sequence[int], items: str,
+                 count: Count = _nothing, *, literal_max: int | None = None,
+                 refused: dict[int, str] | None = None) -> Iterator[dict[int, dict]]:
+    """FETCH ``items`` batch by batch, a batch's replies at a time: a caller that
+    keeps only a little of each (an identity, not the header block it came
+    from) holds one batch of raw replies, not a folder's.  With ``literal_max``,
+    a message whose reply carries a longer literal (a header block, say) is left
+    out and put in ``refused``; so is, with ``refused``, a message whose
+    response cannot be parsed."""
     for batch in chunked(sorted(uids), META_BATCH):
         for uidset in uid_sets(batch):
             count("fetch_meta")
             malformed: dict[int, str] = {}
             if literal_max is None:
-                out.update(uid_fetch(client, uidset, items, malformed=_or_raise(refused, malformed)))
+                got = uid_fetch(client, uidset, items, malformed=_or_raise(refused, malformed))
                 _note(refused, malformed)
+                yield got
                 continue
             drained: dict[int, wire.RefusedLiteral] = {}
             with wire.literal_limit(client, literal_max):
@@ -181,8 +194,7 @@ def fetch_meta(client: imapclient.IMAPClient, uids: Sequence[int], items: str,
                 got.pop(uid, None)
                 if refused is not None:
                     refused[uid] = f"the server sent a {lit.size}-byte literal where at most {literal_max} were expected"
-            out.update(got)
-    return out
+            yield got
 
 
 def body_batches(uids: Sequence[int], sizes: dict[int, int]) -> Iterator[list[int]]:

@@ -323,7 +323,9 @@ class SyncState:
     def _entries_loader(self, raw: bytes) -> Callable[[], Tracked]:
         def load() -> Tracked:
             rows = self._conn.execute("SELECT uid, h2uid, flags, note FROM entries WHERE folder = ?", (raw,))
-            out = Tracked((int(uid), Entry(h2uid, tuple(flags.split()), note, dirty=False))
+            shared: dict[str, tuple[str, ...]] = {}  # one tuple per distinct flag set, not per message
+            out = Tracked((int(uid), Entry(h2uid, shared.get(flags) or shared.setdefault(flags, tuple(flags.split())),
+                                           note, dirty=False))
                           for uid, h2uid, flags, note in rows)
             return out
         return load

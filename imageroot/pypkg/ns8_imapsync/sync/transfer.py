@@ -53,7 +53,7 @@ from ns8_imapsync.imap.messages import (
 Count = Callable[[str], object]
 
 
-@dataclass
+@dataclass(slots=True)
 class Source:
     """A remote message to copy: what its APPEND needs and how it is recognised."""
 
@@ -109,32 +109,38 @@ def undelivered(c1: imapclient.IMAPClient, folder: str, uids: Sequence[int]) -> 
 def describe_remote(c1: imapclient.IMAPClient, folder: str, uids: Sequence[int], limits: reads.Limits,
              flags: dict[int, tuple[str, ...]] | None = None, count: Count = _nothing) -> Described:
     """Size, INTERNALDATE, flags (from ``flags``, else fetched) and identity of
-    remote messages of the selected folder, in batches; a content hash only for
-    the messages with neither Message-Id nor Received."""
+    remote messages of the selected folder, in batches, in UID order; a content
+    hash only for the messages with neither Message-Id nor Received.  A message
+    whose reply does not parse is named in the errors."""
     items = f"(UID RFC822.SIZE INTERNALDATE {'' if flags is not None else 'FLAGS '}{HEADER_FETCH.decode()})"
-    meta = reads.fetch_meta(c1, uids, items, count) if uids else {}
     sources: list[Source] = []
     keyless: dict[int, int] = {}
-    for uid in uids:
-        item = meta.get(uid)
-        if item is None:
-            continue
-        header = header_from_fetch(item)
-        msg_flags = flags.get(uid, ()) if flags is not None else clean_flags(item.get(b"FLAGS", ()))
-        src = Source(uid, msg_flags, int(item.get(b"RFC822.SIZE", 0)), item.get(b"INTERNALDATE"),
-                     (header_signature(header) if header is not None else None) or "")
-        if not src.key:
-            keyless[uid] = src.size
-        sources.append(src)
-    absent = [u for u in uids if u not in meta]
-    refused: dict[int, str] = {}
+    described: set[int] = set()
+    broken: dict[int, str] = {}  # replies that did not parse
+    wanted = set(uids)
+    for meta in reads.meta_batches(c1, uids, items, count, refused=broken) if uids else ():
+        for uid, item in meta.items():  # one batch's header blocks at a time, reduced to identities
+            if uid not in wanted or uid in described:
+                continue  # unsolicited data about another message
+            described.add(uid)
+            header = header_from_fetch(item)
+            msg_flags = flags.get(uid, ()) if flags is not None else clean_flags(item.get(b"FLAGS", ()))
+            src = Source(uid, msg_flags, int(item.get(b"RFC822.SIZE", 0)), item.get(b"INTERNALDATE"),
+                         (header_signature(header) if header is not None else None) or "")
+            if not src.key:
+                keyless[uid] = src.size
+            sources.append(src)
+    sources.sort(key=lambda s: s.uid)
+    absent = [u for u in uids if u not in described and u not in broken]
+    refused: dict[int, str] = dict(broken)
     if keyless:
         keys = reads.content_keys(c1, keyless, limits, count, refused=refused)
         absent += [u for u in keyless if u not in keys and u not in refused]
         for src in sources:
             src.key = src.key or keys.get(src.uid, "")
     errors, gone = undelivered(c1, folder, absent)
-    errors += [f"{folder}/{uid} ({keyless[uid]} bytes) could not be read: {refused[uid]}" for uid in sorted(refused)]
+    errors += [f"{folder}/{uid}{f' ({keyless[uid]} bytes)' if uid in keyless else ''} could not be read: "
+               f"{refused[uid]}" for uid in sorted(refused)]
     return Described([s for s in sources if s.key], errors, gone)
 
 
