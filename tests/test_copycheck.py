@@ -48,3 +48,4 @@ def test_a_copy_larger_than_the_remote_allows_cannot_be_its_message() -> None:
     assert Damaged(src(1, 200), copy(7, size_bound(200) + 1)).impossible
     assert not Damaged(src(1, 200), copy(7, size_bound(200))).impossible
     assert not Damaged(src(1, 200), copy(7, 150)).impossible
+    assert not Damaged(src(1, 0), copy(7, 10_000_000)).impossible  # a server that knows no sizes

@@ -55,8 +55,9 @@ class Damaged:
 
     @property
     def impossible(self) -> bool:
-        """Larger than the remote server allows that message to be: it cannot be a copy of it."""
-        return self.copy.size > reads.size_bound(self.source.size)
+        """Larger than the remote server allows that message to be: it cannot be a copy of it.
+        A remote that announces 0 bytes knows no size: nothing is impossible then."""
+        return self.source.size > 0 and self.copy.size > reads.size_bound(self.source.size)
 
 
 def match(sources: Sequence[Source], copies: Sequence[LocalCopy], key_of) -> Matching:
