@@ -207,3 +207,40 @@ def test_a_damaged_copy_with_the_right_headers_proves_nothing(fresh: Pair, tmp_p
     finally:
         client.logout()
     assert not any(b"truncated literal" in body for body in bodies)
+
+
+def set_remote_flag(pair: Pair, folder: str, subject: str, flag: bytes) -> None:
+    client = open_session(pair.remote(USER), pair.password(USER))
+    try:
+        client.select_folder(folder)
+        uids = client.search(["SUBJECT", subject])
+        client.add_flags(uids, [flag])
+    finally:
+        client.logout()
+
+
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "native"])
+def test_imapsync_keeps_an_original_whose_flags_changed_after_its_folder_was_synced(
+        fresh: Pair, tmp_path: Path, engine: str) -> None:
+    """imapsync keeps no record of the flags it synced: a flag set on the remote after it
+    passed the folder would be lost with the original, so a copy proves its original only
+    with the same flags; the next run carries the flag, then deletes."""
+    put_remote(fresh, "INBOX", [("flagged later", OLD), ("unchanged", OLD)])
+    report, lines = run(engine, make_plan(fresh, tmp_path), tmp_path)
+    assert report.ok, (report.errors, lines)
+    set_remote_flag(fresh, "INBOX", "flagged later", b"\\Flagged")
+    plan = make_plan(fresh, tmp_path, delete_remote=True)
+    report, lines = RunReport(), []
+    poststeps.after_run(plan, report, [], lines.append, threading.Event())  # the window after imapsync's exit
+    assert report.ok, (report.errors, lines)
+    assert subjects(fresh, "remote") == ["flagged later"], lines
+    assert any("1 message(s) kept on the remote server: their flags differ" in line for line in lines), lines
+    report, lines = run(engine, plan, tmp_path)
+    assert report.ok, (report.errors, lines)
+    assert subjects(fresh, "remote") == []
+    client = open_session(fresh.local(USER), fresh.master_pass)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        assert client.search(["FLAGGED"]) and len(client.search(["ALL"])) == 2
+    finally:
+        client.logout()
