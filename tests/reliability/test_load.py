@@ -5,7 +5,7 @@ they run, as the admin UI does.  Held: never more runs at once than the caps
 (from every run's recorded start and end, not from samples), every task ends
 ``succeeded``, ``list-tasks`` answers within its bound, the node's memory stays
 bounded.  ``make test`` runs 40 tasks; the long variant (marker
-``reliability_long``, run by ``.ci/run``) runs 500.
+``reliability_long``, run by ``make reliability``, not by CI) runs 500.
 
 The tasks are written to the state directory directly (``StateDir.save``, what
 ``create-task`` does after its checks): creating 500 through the API is the
