@@ -99,7 +99,7 @@ class Listing:
     malformed: dict[int, str] = field(default_factory=dict)
 
     def unlisted(self) -> str:
-        """The missing entries in words, the unparseable ones by UID (a few)."""
+        """The unparseable entries by UID (a few) and why, for an error line; "" without any."""
         if not self.malformed:
             return ""
         uids = sorted(self.malformed)
@@ -147,17 +147,6 @@ def _oversize(announced: int, sent: int) -> str:
             f"(more than the {size_bound(announced)} accepted); not read")
 
 
-def _or_raise(refused: dict[int, str] | None, malformed: dict[int, str]) -> dict[int, str] | None:
-    """Where unparseable responses go: nowhere (the parse error is raised) for a
-    caller that takes no refusals."""
-    return malformed if refused is not None else None
-
-
-def _note(refused: dict[int, str] | None, malformed: dict[int, str]) -> None:
-    if refused is not None:
-        refused.update(malformed)
-
-
 def fetch_meta(client: imapclient.IMAPClient, uids: Sequence[int], items: str,
                count: Count = _nothing, *, literal_max: int | None = None,
                refused: dict[int, str] | None = None) -> dict[int, dict]:
@@ -180,16 +169,13 @@ def meta_batches(client: imapclient.IMAPClient, uids: Sequence[int], items: str,
     for batch in chunked(sorted(uids), META_BATCH):
         for uidset in uid_sets(batch):
             count("fetch_meta")
-            malformed: dict[int, str] = {}
+            malformed = refused  # unparseable replies: refused with the rest, or (None) raised
             if literal_max is None:
-                got = uid_fetch(client, uidset, items, malformed=_or_raise(refused, malformed))
-                _note(refused, malformed)
-                yield got
+                yield uid_fetch(client, uidset, items, malformed=malformed)
                 continue
             drained: dict[int, wire.RefusedLiteral] = {}
             with wire.literal_limit(client, literal_max):
-                got = uid_fetch(client, uidset, items, refused=drained, malformed=_or_raise(refused, malformed))
-            _note(refused, malformed)
+                got = uid_fetch(client, uidset, items, refused=drained, malformed=malformed)
             for uid, lit in drained.items():
                 got.pop(uid, None)
                 if refused is not None:

@@ -46,12 +46,11 @@ class Matching:
 
 @dataclass
 class Damaged:
-    """A local copy whose content is not its remote message's; ``unreadable``: the
-    remote message could not be read within its announced size to tell."""
+    """A local copy whose content is not its remote message's (or the remote message
+    could not be read within its announced size to tell)."""
 
     source: Source
     copy: LocalCopy
-    unreadable: bool = False
 
     @property
     def impossible(self) -> bool:
@@ -89,13 +88,10 @@ def damaged(c1: imapclient.IMAPClient, c2: imapclient.IMAPClient, suspects: Sequ
     """The suspects whose contents differ (remote folder selected on ``c1``, local on ``c2``)."""
     if not suspects:
         return []
-    refused: dict[int, str] = {}
-    remote = reads.content_keys(c1, {s.uid: s.size for s, _ in suspects}, limits, refused=refused)
+    remote = reads.content_keys(c1, {s.uid: s.size for s, _ in suspects}, limits)
     local = reads.content_keys(c2, {c.uid: c.size for _, c in suspects}, limits)
     out = []
     for src, copy in suspects:
-        if src.uid not in remote:
-            out.append(Damaged(src, copy, unreadable=True))
-        elif remote[src.uid] != local.get(copy.uid):
+        if src.uid not in remote or remote[src.uid] != local.get(copy.uid):
             out.append(Damaged(src, copy))
     return out

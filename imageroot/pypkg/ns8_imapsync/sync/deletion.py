@@ -24,14 +24,13 @@ from datetime import UTC, date, datetime, timedelta
 import imapclient
 
 from ns8_imapsync.imap import reads
-from ns8_imapsync.imap.expunge import expunge_uids
+from ns8_imapsync.imap.expunge import DELETED, expunge_uids
 from ns8_imapsync.imap.folders import Folder, always_excluded, select_folder
 from ns8_imapsync.imap.identity import HEADER_FETCH, header_from_fetch, header_signature
 from ns8_imapsync.imap.messages import clean_flags
 from ns8_imapsync.sync.locate import Located, Wanted, locate
 
 Log = Callable[[str], object]
-DELETED_FLAG = "\\Deleted"
 
 
 @dataclass
@@ -141,6 +140,6 @@ def _flags_differ(c2: imapclient.IMAPClient, wanted: Sequence[Wanted], located: 
         meta = reads.fetch_meta(c2, sorted(copies), "(UID FLAGS)")
         for local_uid, remote_uid in copies.items():
             local = clean_flags(meta.get(local_uid, {}).get(b"FLAGS", ()))
-            if set(local) - {DELETED_FLAG} != set(flags[remote_uid]) - {DELETED_FLAG}:
+            if set(local) - {DELETED} != set(flags[remote_uid]) - {DELETED}:
                 out.add(remote_uid)
     return out
